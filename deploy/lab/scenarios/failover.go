@@ -1,0 +1,251 @@
+// Package scenarios holds the lab scenarios: Go tests that boot the IPVS
+// kernel under qemu (through package lab) and prove PeerLVS's claims there.
+// The helpers in this file build the shared topologies; they run only inside
+// the lab guest and must never be imported by the product.
+package scenarios
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peerlvs/peerlvs/deploy/lab"
+	"github.com/peerlvs/peerlvs/deploy/lab/traffic"
+)
+
+// Addresses of the two-director DR topology. Everything lives on one flooding
+// front LAN, as in a classic LVS-DR set-up; the directors also share a private
+// sync LAN, as keepalived's lvs_sync_daemon interface would be.
+const (
+	vip        = "10.0.0.50"
+	vipPort    = 80
+	sharedMAC  = "02:00:5e:00:01:32" // the VRRP-style virtual MAC both directors carry
+	clientAddr = "10.0.0.100/24"
+)
+
+// director describes one director namespace and how to (re)build it.
+type director struct {
+	name     string
+	frontIP  string // CIDR
+	syncIP   string // CIDR
+	ns       *lab.NS
+	frontDev string // outer veth end on the front hub, to cut the link
+}
+
+// drFleet is the topology of the failover scenarios: a client, directors that
+// share the front MAC, and two DR real servers running the echo server.
+type drFleet struct {
+	g         *lab.Guest
+	client    *lab.NS
+	directors []*director
+	servers   []*lab.NS
+}
+
+func newDRFleet(t *testing.T, g *lab.Guest, ndirectors int) *drFleet {
+	t.Helper()
+	f := &drFleet{g: g}
+	g.Hub("front")
+	g.Switch("sync")
+	f.client = g.NS("client")
+	f.client.Plug("front", "eth0", "", clientAddr)
+	for i := 1; i <= 2; i++ {
+		rs := g.NS(fmt.Sprintf("rs%d", i))
+		rs.Plug("front", "eth0", "", fmt.Sprintf("10.0.0.%d/24", 10+i))
+		rs.DRRealServer(vip + "/32")
+		rs.Start("labtraffic", "echo-server", "-listen", fmt.Sprintf("0.0.0.0:%d", vipPort), "-name", rs.Name)
+		f.servers = append(f.servers, rs)
+	}
+	for i := 1; i <= ndirectors; i++ {
+		d := &director{
+			name:    fmt.Sprintf("d%d", i),
+			frontIP: fmt.Sprintf("10.0.0.%d/24", i),
+			syncIP:  fmt.Sprintf("10.1.0.%d/24", i),
+		}
+		f.directors = append(f.directors, d)
+		f.buildDirector(t, d)
+	}
+	return f
+}
+
+// buildDirector creates (or, after a reboot, recreates) a director namespace
+// with the IPVS service configured but without the VIP: VRRP gives the VIP
+// only to the active director.
+func (f *drFleet) buildDirector(t *testing.T, d *director) {
+	t.Helper()
+	d.ns = f.g.NS(d.name)
+	d.frontDev = d.ns.Plug("front", "eth0", sharedMAC, d.frontIP)
+	d.ns.Plug("sync", "eth1", "", d.syncIP)
+	// With a shared MAC on a hub the standby receives frames for the VIP
+	// too; without the VIP configured and without forwarding it drops them.
+	d.ns.Sh("ipvsadm -A -t %s:%d -s rr && ipvsadm -a -t %[1]s:%[2]d -r 10.0.0.11:%[2]d -g && ipvsadm -a -t %[1]s:%[2]d -r 10.0.0.12:%[2]d -g", vip, vipPort)
+}
+
+// reboot destroys a director's namespace, and with it every IPVS connection
+// its kernel held, then builds it again as a freshly booted machine.
+func (f *drFleet) reboot(t *testing.T, d *director) {
+	t.Helper()
+	f.g.Sh("ip netns del %s", d.name)
+	f.buildDirector(t, d)
+}
+
+func (f *drFleet) takeVIP(t *testing.T, d *director) {
+	t.Helper()
+	d.ns.Sh("ip addr add %s/32 dev eth0", vip)
+}
+
+func (f *drFleet) dropVIP(t *testing.T, d *director) {
+	t.Helper()
+	d.ns.Sh("ip addr del %s/32 dev eth0", vip)
+}
+
+// holder drives `labtraffic hold` in the client namespace.
+type holder struct {
+	p *lab.Proc
+}
+
+func startHolder(t *testing.T, client *lab.NS, conns int, interval time.Duration) *holder {
+	t.Helper()
+	p := client.Start("labtraffic", "hold",
+		"-target", fmt.Sprintf("%s:%d", vip, vipPort),
+		"-conns", fmt.Sprint(conns),
+		"-interval", interval.String(),
+		"-stall", "1s",
+		"-duration", "10m")
+	return &holder{p: p}
+}
+
+func (h *holder) report(t *testing.T) traffic.Report {
+	t.Helper()
+	if err := h.p.Send("report"); err != nil {
+		t.Fatalf("ask the client for a report: %v", err)
+	}
+	for {
+		line, err := h.p.Line(10 * time.Second)
+		if err != nil {
+			t.Fatalf("read the client's report: %v", err)
+		}
+		if !strings.HasPrefix(strings.TrimSpace(line), "{") {
+			continue
+		}
+		var r traffic.Report
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("decode the client's report %q: %v", line, err)
+		}
+		return r
+	}
+}
+
+// waitOpen waits until the client has all its connections open.
+func (h *holder) waitOpen(t *testing.T, want int, within time.Duration) traffic.Report {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r := h.report(t)
+		if r.Connecting == 0 || time.Now().After(deadline) {
+			if r.Open != want {
+				t.Fatalf("only %d of %d client connections opened (%d never opened, %d broken)", r.Open, want, r.NeverOpened, r.Broken)
+			}
+			return r
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// stepResult is one row of a failover table.
+type stepResult struct {
+	Step       string  `json:"step"`
+	Conns      int     `json:"conns"`
+	Survived   int     `json:"survived"`
+	Broken     int     `json:"broken"`
+	MaxStallMS float64 `json:"max_stall_ms"`
+}
+
+func (s stepResult) String() string {
+	return fmt.Sprintf("%-34s %3d/%-3d survive  %4d broken  longest stall %6.0f ms", s.Step, s.Survived, s.Conns, s.Broken, s.MaxStallMS)
+}
+
+// step records the client's view after an event: connections still alive
+// out of those held, and the longest stall since the previous step.
+func step(t *testing.T, h *holder, name string, total int, settle time.Duration) stepResult {
+	t.Helper()
+	time.Sleep(settle)
+	r := h.report(t)
+	s := stepResult{Step: name, Conns: total, Survived: r.Open, Broken: r.Broken, MaxStallMS: r.IntervalMaxStallMS}
+	t.Logf("%s", s)
+	return s
+}
+
+// syncMode is how directors share connection state in a failover scenario:
+// the stock kernel daemons (the baseline) or syncd.
+type syncMode interface {
+	// activate makes d the director that carries the traffic.
+	activate(t *testing.T, d *director)
+	// standby makes d a standby that must be ready to take over.
+	standby(t *testing.T, d *director)
+}
+
+// failoverSequence runs the two-director event sequence of the foundation
+// issue: fail over, reboot the standby, fail back, reboot the standby, fail
+// over again, and reports what the client saw after each event.
+func failoverSequence(t *testing.T, g *lab.Guest, mode syncMode, conns int) []stepResult {
+	t.Helper()
+	const settle = 3 * time.Second
+	f := newDRFleet(t, g, 2)
+	a, b := f.directors[0], f.directors[1]
+	mode.activate(t, a)
+	mode.standby(t, b)
+	f.takeVIP(t, a)
+
+	// Probes every 500 ms keep each connection alive but mostly idle, like
+	// the long-lived sessions that operators lose on failback.
+	h := startHolder(t, f.client, conns, 500*time.Millisecond)
+	h.waitOpen(t, conns, 60*time.Second)
+	var steps []stepResult
+	steps = append(steps, step(t, h, "steady state on A", conns, settle))
+
+	failOver := func(from, to *director) {
+		f.g.Sh("ip link set %s down", from.frontDev)
+		f.dropVIP(t, from)
+		mode.activate(t, to)
+		f.takeVIP(t, to)
+	}
+	failOver(a, b)
+	steps = append(steps, step(t, h, "fail over A->B (A dies)", conns, settle))
+
+	f.reboot(t, a)
+	mode.standby(t, a)
+	steps = append(steps, step(t, h, "A reboots, rejoins as standby", conns, settle))
+
+	// Failback as VRRP preemption does it: B hands the VIP back at once.
+	f.dropVIP(t, b)
+	mode.standby(t, b)
+	mode.activate(t, a)
+	f.takeVIP(t, a)
+	steps = append(steps, step(t, h, "fail back B->A", conns, settle))
+
+	f.reboot(t, b)
+	mode.standby(t, b)
+	steps = append(steps, step(t, h, "B reboots, rejoins as standby", conns, settle))
+
+	failOver(a, b)
+	steps = append(steps, step(t, h, "fail over A->B again (A dies)", conns, settle))
+	return steps
+}
+
+// table renders failover steps for the test log and docs/benchmarks.md.
+func table(title string, steps []stepResult) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n| step | survive | broken | longest stall |\n|---|---|---|---|\n", title)
+	for _, s := range steps {
+		fmt.Fprintf(&b, "| %s | %d/%d | %d | %.0f ms |\n", s.Step, s.Survived, s.Conns, s.Broken, s.MaxStallMS)
+	}
+	return b.String()
+}
+
+// normalizeSpaces folds runs of white space, so that column-aligned tool
+// output can be compared with expected lines.
+func normalizeSpaces(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func itoa(i int) string { return fmt.Sprint(i) }
