@@ -1,0 +1,189 @@
+package filter
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// DefaultTable is the table the filter owns unless Config.Table says
+// otherwise.
+const DefaultTable = "peerlvs"
+
+// MaxBuckets bounds Config.Buckets so the bucket sets stay small enough to
+// rewrite in one transaction.
+const MaxBuckets = 1 << 20
+
+// DefaultFlowTimeout bounds how long the handover memory of one new flow
+// lives. A planned move must finish well within it.
+const DefaultFlowTimeout = 10 * time.Minute
+
+// Priority of the prerouting base chain. It runs before defragmentation
+// (-400), before raw (-300) and conntrack (-200), and so long before IPVS,
+// which hooks LOCAL_IN and FORWARD: a director spends neither conntrack nor
+// reassembly memory on the flows other directors own.
+const Priority = -450
+
+// Config is what every director of a fleet must agree on (VIPs, sense,
+// seed, bucket count) plus this director's view of the real-server subnets.
+// It describes the rules; which buckets this director owns comes separately
+// with each Apply, because saru owns that decision.
+type Config struct {
+	// Table is the name of the inet table the filter owns; DefaultTable if
+	// empty.
+	Table string
+	// VIPs are the virtual addresses, IPv4 and IPv6, whose traffic is split.
+	VIPs []netip.Addr
+	// Sense selects the fields hashed into a bucket.
+	Sense Sense
+	// Seed is the jhash seed. It must be non-zero and the same on every
+	// director: a missing seed makes the kernel draw a random one per rule.
+	Seed uint32
+	// Buckets is the bucket count B; buckets are 0..B-1.
+	Buckets uint32
+	// RealServerSubnets are the NAT real servers' networks. Packets from
+	// them that are not addressed to this director itself are replies and
+	// are hashed by destination, the client, so they land where the request
+	// landed.
+	RealServerSubnets []netip.Prefix
+	// Protocols are the transport protocols split by bucket, a subset of
+	// TCP, UDP and SCTP; all three if empty.
+	Protocols []uint8
+	// FlowTimeout bounds the handover memory of a flow; DefaultFlowTimeout
+	// if zero.
+	FlowTimeout time.Duration
+}
+
+// Hasher returns the userspace twin of the rules c renders.
+func (c Config) Hasher() Hasher {
+	return Hasher{Sense: c.Sense, Seed: c.Seed, Buckets: c.Buckets}
+}
+
+// normalize validates c and returns a copy with defaults filled in and lists
+// sorted and deduplicated, so equal configurations render equal rules.
+func (c Config) normalize() (Config, error) {
+	var errs []error
+	if c.Table == "" {
+		c.Table = DefaultTable
+	}
+	if len(c.Table) > 255 {
+		errs = append(errs, errors.New("table name longer than 255 bytes"))
+	}
+	if !c.Sense.valid() {
+		errs = append(errs, fmt.Errorf("invalid sense %d", c.Sense))
+	}
+	if c.Seed == 0 {
+		errs = append(errs, errors.New("seed must be non-zero: without a seed the kernel draws a random one per rule and directors would disagree on every bucket"))
+	}
+	if c.Buckets == 0 || c.Buckets > MaxBuckets {
+		errs = append(errs, fmt.Errorf("bucket count %d out of range 1..%d", c.Buckets, MaxBuckets))
+	}
+	if len(c.VIPs) == 0 {
+		errs = append(errs, errors.New("no VIPs"))
+	}
+	vips := make([]netip.Addr, 0, len(c.VIPs))
+	for _, v := range c.VIPs {
+		if !v.IsValid() || v.Zone() != "" {
+			errs = append(errs, fmt.Errorf("invalid VIP %v", v))
+			continue
+		}
+		vips = append(vips, v.Unmap())
+	}
+	slices.SortFunc(vips, netip.Addr.Compare)
+	c.VIPs = slices.Compact(vips)
+
+	nets := make([]netip.Prefix, 0, len(c.RealServerSubnets))
+	for _, p := range c.RealServerSubnets {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("invalid real-server subnet %v", p))
+			continue
+		}
+		if p.Addr().Is4In6() {
+			if p.Bits() < 96 {
+				errs = append(errs, fmt.Errorf("real-server subnet %v mixes IPv4-mapped and IPv6 addresses", p))
+				continue
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		nets = append(nets, p.Masked())
+	}
+	slices.SortFunc(nets, func(a, b netip.Prefix) int {
+		if d := a.Addr().Compare(b.Addr()); d != 0 {
+			return d
+		}
+		return a.Bits() - b.Bits()
+	})
+	c.RealServerSubnets = slices.Compact(nets)
+
+	protos := slices.Clone(c.Protocols)
+	if len(protos) == 0 {
+		protos = []uint8{ProtoTCP, ProtoUDP, ProtoSCTP}
+	}
+	for _, p := range protos {
+		if p != ProtoTCP && p != ProtoUDP && p != ProtoSCTP {
+			errs = append(errs, fmt.Errorf("protocol %d not supported (want TCP 6, UDP 17 or SCTP 132)", p))
+		}
+	}
+	slices.Sort(protos)
+	c.Protocols = slices.Compact(protos)
+
+	if c.FlowTimeout == 0 {
+		c.FlowTimeout = DefaultFlowTimeout
+	}
+	if c.FlowTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("flow timeout %v shorter than 1s", c.FlowTimeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("filter: invalid config: %w", err)
+	}
+	return c, nil
+}
+
+// Ownership is this director's share of the buckets as saru decided it.
+// A bucket is in at most one of the lists.
+type Ownership struct {
+	// Owned buckets are accepted entirely.
+	Owned []uint32
+	// HandoverOut buckets are being given to another director: packets of
+	// connections set up before the handover are still accepted here, new
+	// connections are left to the taker.
+	HandoverOut []uint32
+	// HandoverIn buckets are being taken from another director: only new
+	// connections are accepted here, the rest is left to the giver.
+	HandoverIn []uint32
+}
+
+func (o Ownership) normalize(buckets uint32) (Ownership, error) {
+	seen := make(map[uint32]string)
+	var errs []error
+	clean := func(name string, in []uint32) []uint32 {
+		out := make([]uint32, 0, len(in))
+		for _, b := range in {
+			if b >= buckets {
+				errs = append(errs, fmt.Errorf("%s bucket %d out of range 0..%d", name, b, buckets-1))
+				continue
+			}
+			if prev, ok := seen[b]; ok {
+				if prev != name {
+					errs = append(errs, fmt.Errorf("bucket %d both in %s and %s", b, prev, name))
+				}
+				continue
+			}
+			seen[b] = name
+			out = append(out, b)
+		}
+		slices.Sort(out)
+		return out
+	}
+	n := Ownership{
+		Owned:       clean("owned", o.Owned),
+		HandoverOut: clean("handover_out", o.HandoverOut),
+		HandoverIn:  clean("handover_in", o.HandoverIn),
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Ownership{}, fmt.Errorf("filter: invalid ownership: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,86 @@
+// Package filter renders saru's bucket allocation as nftables rules and
+// applies them, so that of all the directors sharing a VIP and a MAC on a
+// flooding LAN exactly one accepts each flow, before IPVS sees it.
+//
+// The package holds no policy: saru decides which director owns which
+// bucket and when a planned move starts and ends; filter only renders that
+// decision, applies it atomically, reports drift and counters, and offers
+// the userspace twin of the kernel's hash (Hasher) so that saru can say
+// which bucket a flow falls in. It owns exactly one table, inet "peerlvs"
+// by default, and never reads into or writes any other table.
+//
+// # Rules
+//
+// A base chain at prerouting priority -450 sends packets to a VIP to the
+// request chains and packets from the NAT real-server subnets that are not
+// addressed to this host to the reply chains. Requests are hashed by their
+// source (address, port or both: the sense), replies by their destination,
+// which is the same client, so a reply lands on the director that took the
+// request. The bucket is `jhash <fields> mod B seed S` looked up in the
+// sets owned, handover_out and handover_in; a TCP, UDP or SCTP packet in no
+// set is dropped. ICMP echo requests are hashed by source address; other
+// ICMP and other protocols pass on every director.
+//
+// The priority is below defragmentation (-400), raw (-300) and conntrack
+// (-200), so a director drops foreign flows before it spends conntrack or
+// reassembly memory on them, and long before IPVS (LOCAL_IN and FORWARD).
+//
+// # Fragments
+//
+// Because the chain runs before reassembly, a non-first fragment has no
+// transport header and cannot be hashed by port. Such fragments are
+// accepted on every director: alone they are useless, since whoever
+// reassembles (IPVS, conntrack's defragmentation or the local stack) needs
+// the first fragment, and the first fragment carries the ports and is
+// hashed like any packet. The non-owners' incomplete fragment queues expire
+// within the kernel's bounded reassembly memory.
+//
+// # Planned moves
+//
+// Moving a bucket from a live director (the giver) to another (the taker)
+// goes through handover_out on the giver and handover_in on the taker.
+// During the move a packet that opens a connection (TCP SYN without ACK,
+// SCTP INIT) belongs to the taker; every other packet belongs to the giver,
+// unless its connection was opened during the move. Both directors see the
+// opening packet on the flooding LAN and remember its flow (l4proto, client
+// address, client port) in the dynamic sets flows4/flows6, so they agree on
+// each later packet, replies included, without conntrack (which never sees
+// replies in direct routing) and without talking to each other. UDP has no
+// opening packet, so UDP flows stay with the giver until the move completes;
+// by then syncd has copied the giver's connections to the taker. The rule
+// met is: no connection set up before a planned move breaks, and no new
+// connection is accepted by two directors. It needs the giver to apply each
+// step no later than the taker: giver handover_out, then taker handover_in;
+// at the end giver drops the bucket, then the taker owns it. The handover
+// memory of a bucket is cleared whenever the bucket enters or leaves a
+// handover set, so a later move of the same bucket starts afresh.
+//
+// # When saru dies
+//
+// The table is an ordinary table, not owned by the netlink socket that made
+// it (no NFT_TABLE_F_OWNER), so it outlives the daemon: the director keeps
+// accepting only its last buckets. That is safe (no two directors accept
+// the same new flow); the dead director's buckets are lost until the
+// survivors' saru declare it dead and reallocate them. A table that vanished
+// with the daemon would turn "drop unless mine" into "everyone accepts
+// everything". Remove tears the table down and is meant only for an
+// operator's explicit request.
+//
+// # Counters
+//
+// Each rule counts into a named counter object (owned_accepted,
+// foreign_dropped, fragment_accepted, handover_{out,in}_{accepted,dropped}),
+// summed over families and directions and read with Counters. The owned
+// set carries a counter per element, read with BucketCounters: it costs one
+// counter update on the lookup that already accepts the packet. Foreign
+// packets are not counted per bucket; that would need a further lookup in a
+// set of all B buckets for every packet a director drops, which on a
+// flooding LAN is most of what it sees.
+//
+// # Drift
+//
+// Verify compares what the kernel lists against the rendering (chains,
+// rules, sets, set elements, counters) and Repair restores it, preferring
+// element-only transactions and rebuilding the table in one transaction
+// only when its structure changed.
+package filter

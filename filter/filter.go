@@ -1,0 +1,429 @@
+package filter
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/google/nftables"
+)
+
+// Option changes how a Filter reaches the kernel.
+type Option func(*Filter)
+
+// WithNetNSFd makes the Filter work on the network namespace that fd refers
+// to (an open /run/netns/<name> or /proc/<pid>/ns/net) instead of the
+// caller's. The caller keeps fd open for the Filter's lifetime.
+func WithNetNSFd(fd int) Option {
+	return func(f *Filter) { f.netns = fd; f.hasNetNS = true }
+}
+
+// Filter renders one Config into the kernel's nftables and keeps it there.
+// Its methods are safe for concurrent use. It holds no kernel resources
+// between calls: every operation opens its own netlink socket.
+type Filter struct {
+	cfg      Config
+	want     *desired
+	netns    int
+	hasNetNS bool
+
+	mu      sync.Mutex
+	applied *Ownership // what the last successful Apply installed
+}
+
+// New validates cfg and returns a Filter for it. It does not touch the
+// kernel.
+func New(cfg Config, opts ...Option) (*Filter, error) {
+	n, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	f := &Filter{cfg: n, want: render(n)}
+	for _, o := range opts {
+		o(f)
+	}
+	return f, nil
+}
+
+// Config returns the normalized configuration the Filter renders.
+func (f *Filter) Config() Config { return f.cfg }
+
+// Hasher returns the userspace twin of the rendered hash.
+func (f *Filter) Hasher() Hasher { return f.cfg.Hasher() }
+
+func (f *Filter) conn() (*nftables.Conn, error) {
+	var opts []nftables.ConnOption
+	if f.hasNetNS {
+		opts = append(opts, nftables.WithNetNSFd(f.netns))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("filter: open nftables netlink: %w", err)
+	}
+	return c, nil
+}
+
+// maxAttempts bounds the retries of a transaction that failed because the
+// kernel changed between reading and writing (another process, or a
+// remembered flow expiring just before it was deleted).
+const maxAttempts = 3
+
+// Apply makes the kernel enforce own. The first call on a host installs the
+// whole table in one transaction; later calls, when the table is intact,
+// rewrite only the bucket sets that changed (flush set + add elements) and
+// clear the handover memory of buckets entering or leaving a handover, all
+// in one transaction. If the table has drifted from the rendering, Apply
+// rebuilds it in one transaction.
+func (f *Filter) Apply(ctx context.Context, own Ownership) error {
+	n, err := own.normalize(f.cfg.Buckets)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.reconcile(ctx, &n); err != nil {
+		return fmt.Errorf("filter: apply: %w", err)
+	}
+	f.applied = &n
+	return nil
+}
+
+// Verify lists how the kernel's table differs from the rendering and from
+// the last ownership applied by this Filter. Before the first Apply the
+// bucket sets are not compared, since only saru knows what they should hold.
+// An empty list means no drift.
+func (f *Filter) Verify(ctx context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.conn()
+	if err != nil {
+		return nil, err
+	}
+	st, err := readState(ctx, c, f.cfg.Table)
+	if err != nil {
+		return nil, fmt.Errorf("filter: verify: %w", err)
+	}
+	return compare(st, f.want, f.applied).msgs, nil
+}
+
+// Repair restores the rendering and the last applied ownership after a
+// foreign change. Before the first Apply it keeps whatever buckets the
+// kernel's sets hold (a restarted daemon inherits its last allocation).
+func (f *Filter) Repair(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.reconcile(ctx, f.applied); err != nil {
+		return fmt.Errorf("filter: repair: %w", err)
+	}
+	return nil
+}
+
+// Installed reports the ownership the kernel currently enforces, and false
+// if the table is absent. A restarted daemon reads it to learn its last
+// allocation.
+func (f *Filter) Installed(ctx context.Context) (Ownership, bool, error) {
+	c, err := f.conn()
+	if err != nil {
+		return Ownership{}, false, err
+	}
+	st, err := readState(ctx, c, f.cfg.Table)
+	if err != nil {
+		return Ownership{}, false, fmt.Errorf("filter: read installed ownership: %w", err)
+	}
+	if st.table == nil {
+		return Ownership{}, false, nil
+	}
+	return st.ownership(), true, nil
+}
+
+// Remove deletes the table. Meant for an operator's explicit teardown only:
+// a director without the table accepts every flow.
+func (f *Filter) Remove(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.conn()
+	if err != nil {
+		return err
+	}
+	t, err := findTable(ctx, c, f.cfg.Table)
+	if err != nil {
+		return fmt.Errorf("filter: remove: %w", err)
+	}
+	f.applied = nil
+	if t == nil {
+		return nil
+	}
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("filter: remove table inet %s: %w", f.cfg.Table, err)
+	}
+	return nil
+}
+
+// reconcile reads the kernel, decides between an element-only transaction
+// and a rebuild, and commits it. own nil means "keep the kernel's buckets".
+func (f *Filter) reconcile(ctx context.Context, own *Ownership) error {
+	var lastErr error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c, err := f.conn()
+		if err != nil {
+			return err
+		}
+		st, err := readState(ctx, c, f.cfg.Table)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		target := own
+		if target == nil {
+			o := st.ownership()
+			target = &o
+		}
+		d := compare(st, f.want, target)
+		if d.structural {
+			f.queueRebuild(c, st, *target)
+		} else {
+			f.queueElements(c, st, d, *target)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := c.Flush(); err != nil {
+			lastErr = fmt.Errorf("commit transaction: %w", err)
+			continue
+		}
+		return nil
+	}
+	return lastErr
+}
+
+// queueRebuild queues one transaction that replaces the whole table.
+func (f *Filter) queueRebuild(c *nftables.Conn, st *state, own Ownership) {
+	w := f.want
+	if st.table != nil {
+		c.DelTable(w.table)
+	}
+	c.AddTable(w.table)
+	for _, name := range counterNames() {
+		c.AddObj(&nftables.CounterObj{Table: w.table, Name: name})
+	}
+	elems := ownershipElements(own)
+	for name, e := range w.static {
+		elems[name] = e
+	}
+	for _, s := range w.sets {
+		// AddSet only reports marshalling errors, which Flush reports too.
+		_ = c.AddSet(s, elems[s.Name])
+	}
+	// Remembered flows survive a rebuild (say, after a foreign rule was
+	// removed mid-handover) unless the hashing changed, which makes their
+	// buckets meaningless.
+	if sameHashing(st, w) {
+		for _, fl := range families() {
+			keep, _ := f.flowsToKeep(st, fl, own)
+			if len(keep) > 0 {
+				_ = c.SetAddElements(w.set(fl.flows), keep)
+			}
+		}
+	}
+	for _, ch := range w.chains {
+		c.AddChain(ch)
+	}
+	for _, ch := range w.chains {
+		for _, r := range w.rules[ch.Name] {
+			c.AddRule(r)
+		}
+	}
+}
+
+// queueElements queues the element-only transaction: the bucket and static
+// sets whose contents differ are flushed and refilled, and remembered flows
+// of buckets entering or leaving a handover are deleted.
+func (f *Filter) queueElements(c *nftables.Conn, st *state, d diff, own Ownership) {
+	want := ownershipElements(own)
+	for name, e := range f.want.static {
+		want[name] = e
+	}
+	for _, name := range d.elemSets {
+		s := f.want.set(name)
+		c.FlushSet(s)
+		if len(want[name]) > 0 {
+			_ = c.SetAddElements(s, want[name])
+		}
+	}
+	for _, fl := range families() {
+		_, drop := f.flowsToKeep(st, fl, own)
+		if len(drop) > 0 {
+			_ = c.SetDeleteElements(f.want.set(fl.flows), drop)
+		}
+	}
+}
+
+// flowsToKeep splits the remembered flows of family fl: a flow stays only
+// while its bucket stays on the same side of the same handover; otherwise a
+// later move of the bucket would inherit a stale verdict.
+func (f *Filter) flowsToKeep(st *state, fl family, own Ownership) (keep, drop []nftables.SetElement) {
+	oldOut, oldIn := bucketSet(st.elems[setHandoverOut]), bucketSet(st.elems[setHandoverIn])
+	newOut, newIn := make(map[uint32]bool), make(map[uint32]bool)
+	for _, b := range own.HandoverOut {
+		newOut[b] = true
+	}
+	for _, b := range own.HandoverIn {
+		newIn[b] = true
+	}
+	h := f.Hasher()
+	for _, e := range st.elems[fl.flows] {
+		proto, client, err := flowFromKey(fl, e.Key)
+		stable := false
+		if err == nil {
+			b := h.ClientBucket(proto, client)
+			stable = (oldOut[b] && newOut[b]) || (oldIn[b] && newIn[b])
+		}
+		if stable && e.Expires > 0 {
+			keep = append(keep, nftables.SetElement{Key: e.Key, Timeout: e.Expires})
+		} else {
+			drop = append(drop, nftables.SetElement{Key: e.Key})
+		}
+	}
+	return keep, drop
+}
+
+func bucketSet(es []nftables.SetElement) map[uint32]bool {
+	m := make(map[uint32]bool, len(es))
+	for _, e := range es {
+		if len(e.Key) == 4 {
+			m[binary.NativeEndian.Uint32(e.Key)] = true
+		}
+	}
+	return m
+}
+
+func bucketList(es []nftables.SetElement) []uint32 {
+	out := make([]uint32, 0, len(es))
+	for b := range bucketSet(es) {
+		out = append(out, b)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Count is a packet and byte count.
+type Count struct {
+	Packets uint64
+	Bytes   uint64
+}
+
+// Counters are the rule counters, summed over both families and both
+// directions.
+type Counters struct {
+	// OwnedAccepted counts packets of owned buckets.
+	OwnedAccepted Count
+	// ForeignDropped counts packets of buckets owned elsewhere.
+	ForeignDropped Count
+	// FragmentAccepted counts non-first fragments, accepted everywhere.
+	FragmentAccepted Count
+	// HandoverOutAccepted counts packets of buckets being given away that
+	// belong to connections older than the handover.
+	HandoverOutAccepted Count
+	// HandoverOutDropped counts packets of buckets being given away that
+	// open or belong to a connection the taker accepted.
+	HandoverOutDropped Count
+	// HandoverInAccepted counts packets of buckets being taken that open or
+	// belong to a connection accepted here during the handover.
+	HandoverInAccepted Count
+	// HandoverInDropped counts packets of buckets being taken that belong
+	// to the giver.
+	HandoverInDropped Count
+}
+
+// Counters reads the rule counters.
+func (f *Filter) Counters(ctx context.Context) (Counters, error) {
+	if err := ctx.Err(); err != nil {
+		return Counters{}, err
+	}
+	c, err := f.conn()
+	if err != nil {
+		return Counters{}, err
+	}
+	objs, err := c.GetObjects(f.want.table)
+	if err != nil {
+		return Counters{}, fmt.Errorf("filter: read counters: %w", err)
+	}
+	var out Counters
+	fields := map[string]*Count{
+		cntOwnedAccepted:       &out.OwnedAccepted,
+		cntForeignDropped:      &out.ForeignDropped,
+		cntFragmentAccepted:    &out.FragmentAccepted,
+		cntHandoverOutAccepted: &out.HandoverOutAccepted,
+		cntHandoverOutDropped:  &out.HandoverOutDropped,
+		cntHandoverInAccepted:  &out.HandoverInAccepted,
+		cntHandoverInDropped:   &out.HandoverInDropped,
+	}
+	for _, o := range objs {
+		if co, ok := o.(*nftables.CounterObj); ok {
+			if dst := fields[co.Name]; dst != nil {
+				*dst = Count{Packets: co.Packets, Bytes: co.Bytes}
+			}
+		}
+	}
+	return out, nil
+}
+
+// BucketCounters reads the per-bucket counters of the owned set: packets
+// accepted per owned bucket since the bucket was last added. They cost one
+// counter per owned bucket, updated on the lookup that accepts the packet.
+// Dropped packets are not counted per bucket: that would take a second
+// lookup per foreign packet in a set of all B buckets, on the hot path of
+// the traffic a director sees most.
+func (f *Filter) BucketCounters(ctx context.Context) (map[uint32]Count, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c, err := f.conn()
+	if err != nil {
+		return nil, err
+	}
+	es, err := c.GetSetElements(f.want.set(setOwned))
+	if err != nil {
+		return nil, fmt.Errorf("filter: read per-bucket counters: %w", err)
+	}
+	out := make(map[uint32]Count, len(es))
+	for _, e := range es {
+		if len(e.Key) != 4 {
+			continue
+		}
+		var n Count
+		if e.Counter != nil {
+			n = Count{Packets: e.Counter.Packets, Bytes: e.Counter.Bytes}
+		}
+		out[binary.NativeEndian.Uint32(e.Key)] = n
+	}
+	return out, nil
+}
+
+// sameHashing reports whether the kernel's rules hash as the rendering does:
+// the rules accepting owned buckets are identical.
+func sameHashing(st *state, w *desired) bool {
+	for _, fl := range families() {
+		chain := "request" + fl.suffix
+		have, want := ownedRule(st.rules[chain]), ownedRule(w.rules[chain])
+		if have == nil || want == nil || ruleString(have) != ruleString(want) {
+			return false
+		}
+	}
+	return true
+}
+
+func ownedRule(rs []*nftables.Rule) *nftables.Rule {
+	for _, r := range rs {
+		if comment(r) == commentOwned {
+			return r
+		}
+	}
+	return nil
+}
