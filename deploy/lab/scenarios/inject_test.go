@@ -2,18 +2,21 @@ package scenarios
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/peerlvs/peerlvs/deploy/lab"
 	"github.com/peerlvs/peerlvs/ipvs"
+	"github.com/peerlvs/peerlvs/ipvs/procconn"
 	"github.com/peerlvs/peerlvs/ipvs/synclink"
 	"github.com/peerlvs/peerlvs/ipvs/wire"
 )
 
 type injectResult struct {
-	Sent   int       `json:"sent"`
-	Kernel []lvsConn `json:"kernel"`
+	Sent   int              `json:"sent"`
+	Kernel []lvsConn        `json:"kernel"`
+	Sync   []procconn.Entry `json:"sync"` // /proc/net/ip_vs_conn_sync
 }
 
 // injected are the entries TestInject hands to the kernel backup: both
@@ -77,10 +80,22 @@ func TestInject(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v", err)
 		}
+		if r.Sync, err = procconn.Parse(strings.NewReader(d.Sh("cat /proc/net/ip_vs_conn_sync"))); err != nil {
+			t.Fatalf("procconn: %v", err)
+		}
 		return r
 	})
 
 	t.Logf("%d entries in %d frames; the backup kernel holds %d", len(conns), res.Sent, len(res.Kernel))
+	// The kernel marks what its backup thread created as synced.
+	if len(res.Sync) != len(conns) {
+		t.Errorf("/proc/net/ip_vs_conn_sync lists %d entries, want %d", len(res.Sync), len(conns))
+	}
+	for _, e := range res.Sync {
+		if e.Origin != procconn.OriginSync {
+			t.Errorf("entry %+v: origin %q, want %q", e, e.Origin, procconn.OriginSync)
+		}
+	}
 	byKey := map[string]lvsConn{}
 	for _, c := range res.Kernel {
 		byKey[c.key()] = c

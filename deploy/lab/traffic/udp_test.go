@@ -99,7 +99,7 @@ func TestUDPFlows(t *testing.T) {
 				Flows:    flows,
 				Rate:     rate,
 				Duration: duration,
-				Wait:     300 * time.Millisecond,
+				Wait:     500 * time.Millisecond,
 				PerFlow:  true,
 			})
 			if err != nil {
