@@ -1,12 +1,13 @@
 package filter
 
 import (
+	"github.com/peerlvs/peerlvs/internal/nstest"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -15,19 +16,6 @@ import (
 
 	"github.com/vishvananda/netns"
 )
-
-// requireRoot skips kernel tests for unprivileged developers but fails them
-// in CI, where a silent skip would hide a broken environment.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("kernel tests need root (CI=true, so not skipping)")
-	}
-	t.Skip("kernel tests need root to create network namespaces; run as root or with CI=true to enforce")
-}
 
 // testNS is a throwaway network namespace; every kernel test works only
 // inside such namespaces and never on the host's ruleset.
@@ -134,4 +122,9 @@ func sampleConfig() Config {
 		Buckets:           64,
 		RealServerSubnets: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/24"), netip.MustParsePrefix("fd00:20::/64")},
 	}
+}
+
+func requireRoot(tb testing.TB) {
+	tb.Helper()
+	nstest.RequireRoot(tb, "create throwaway network namespaces with nftables rules")
 }

@@ -1,12 +1,13 @@
 package synclink
 
 import (
+	"github.com/peerlvs/peerlvs/internal/nstest"
+
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -18,19 +19,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// requireRoot skips a test that needs to create network namespaces, unless
-// it runs in CI, where not being able to is a failure.
-func requireRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		tb.Fatal("synclink: this test needs root (CAP_SYS_ADMIN for a network namespace, CAP_NET_ADMIN/CAP_NET_RAW inside it) and CI=true forbids skipping")
-	}
-	tb.Skip("synclink: needs root to create a throwaway network namespace; run `go test` as root (or set CI=true to make this a failure)")
-}
 
 // netnsThread runs functions on one OS thread that lives in a fresh network
 // namespace. Sockets and links made there stay there; the rest of the test
@@ -296,4 +284,9 @@ func (s *sniffer) drain(quiet time.Duration) ([]sniffed, error) {
 		}
 		out = append(out, sniffed{ifindex: sll.Ifindex, pkttype: sll.Pkttype, payload: string(payload)})
 	}
+}
+
+func requireRoot(tb testing.TB) {
+	tb.Helper()
+	nstest.RequireRoot(tb, "create a throwaway network namespace with a sync link")
 }
