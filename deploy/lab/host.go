@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -79,6 +80,7 @@ func (h *host) buildPayload() error {
 	if err != nil {
 		return fmt.Errorf("working directory: %w", err)
 	}
+	removeStaleBuilds(filepath.Join(h.cache, "build"))
 	work := filepath.Join(h.cache, "build", fmt.Sprintf("%d", os.Getpid()))
 	binDir := filepath.Join(work, "bin")
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
@@ -113,6 +115,21 @@ func (h *host) buildPayload() error {
 		return fmt.Errorf("write payload archive: %w", err)
 	}
 	return f.Close()
+}
+
+// removeStaleBuilds deletes the build directories of test processes that
+// are gone; each holds tens of megabytes of binaries.
+func removeStaleBuilds(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // chooseAccel uses KVM only where it has been seen to boot the lab kernel:
