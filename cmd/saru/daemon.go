@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/peerlvs/peerlvs/filter"
+	"github.com/peerlvs/peerlvs/saru/controller"
+	"github.com/peerlvs/peerlvs/saru/member"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	cfgPath := fs.String("config", "/etc/saru/saru.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log, err := zap.NewProduction()
+	if err != nil {
+		return fmt.Errorf("logger: %w", err)
+	}
+	defer func() { _ = log.Sync() }()
+	log = log.With(zap.String("node", cfg.Node))
+
+	flt, err := filter.New(cfg.filterConfig())
+	if err != nil {
+		return fmt.Errorf("filter: %w", err)
+	}
+	node, err := member.New(member.Config{Name: cfg.Node, BindAddr: cfg.BindAddr, BindPort: cfg.BindPort,
+		AdvertiseAddr: cfg.AdvertiseAddr, Seeds: cfg.Seeds, KeyFile: cfg.GossipKeyFile, Weight: cfg.Weight,
+		Settings: cfg.settings(), Version: version, Logger: log})
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ctl, err := controller.New(controller.Config{Membership: node, Applier: flt,
+		Readiness: controller.GraceReadiness{After: cfg.ReadinessGrace, Start: time.Now()},
+		Buckets:   cfg.Buckets, Seed: uint64(cfg.Seed), HandoverStep: cfg.HandoverStep, HandoverHold: cfg.HandoverHold,
+		Logger: log, Registry: reg})
+	if err != nil {
+		_ = node.Shutdown()
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	ln, err := net.Listen("tcp", cfg.StatusListen)
+	if err != nil {
+		_ = node.Shutdown()
+		return fmt.Errorf("status_listen %s: %w", cfg.StatusListen, err)
+	}
+	srv := &http.Server{Handler: statusHandler(ctl, cfg, reg, log), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("status endpoint", zap.Error(err))
+		}
+	}()
+
+	node.Start(ctx)
+	done := make(chan error, 1)
+	go func() { done <- ctl.Run(ctx) }()
+	log.Info("saru running", zap.String("version", version), zap.String("gossip", node.LocalAddr()),
+		zap.String("status", cfg.StatusListen), zap.Duration("readiness_grace", cfg.ReadinessGrace))
+	for {
+		select {
+		case <-hup:
+			if err := node.ReloadKeys(); err != nil {
+				log.Error("reload gossip keys", zap.Error(err))
+			} else {
+				log.Info("gossip keys reloaded")
+			}
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	log.Info("shutting down: leaving the fleet; nftables table stays (fail-safe)")
+	runErr := <-done
+	if err := node.Leave(2 * time.Second); err != nil {
+		log.Warn("leave", zap.Error(err))
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return runErr
+}
+
+func statusHandler(ctl *controller.Controller, cfg config, reg *prometheus.Registry, log *zap.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		_ = writeJSON(w, ctl.Status())
+	})
+	mux.HandleFunc("GET /map", func(w http.ResponseWriter, _ *http.Request) {
+		m, epoch, view := ctl.Map()
+		_ = writeJSON(w, controller.Describe(m, view, epoch, cfg.Sense.String()))
+	})
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+		timeout := 60 * time.Second
+		if s := r.URL.Query().Get("timeout"); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				http.Error(w, "timeout: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			timeout = d
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		log.Info("drain requested", zap.Duration("timeout", timeout))
+		if err := ctl.Drain(ctx); err != nil {
+			http.Error(w, err.Error(), http.StatusGatewayTimeout)
+			return
+		}
+		fmt.Fprintln(w, "drained: this director owns no bucket; stop it now or it stays draining")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}

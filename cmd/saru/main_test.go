@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/peerlvs/peerlvs/filter"
+	"github.com/peerlvs/peerlvs/saru/controller"
+)
+
+const goodConfig = `
+node: d1
+bind_addr: 127.0.0.1
+seeds: [127.0.0.1:7946]
+buckets: 64
+seed: 12345
+sense: addrport
+vips: [192.0.2.10]
+readiness_grace: 1s
+`
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "saru.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestMapOfflineText(t *testing.T) {
+	cfg := writeConfig(t, goodConfig)
+	out, errs, code := runCLI(t, "map", "--config", cfg, "--members", "d1,d2:2,d3")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{
+		"buckets 64  seed 12345  sense addrport  epoch 0  fingerprint ",
+		"DIRECTOR  WEIGHT  STATE  BUCKETS  FAIR SHARE",
+		"d1        1       ready  16       16.00",
+		"d2        2       ready  32       32.00",
+		"d3        1       ready  16       16.00",
+		"RANGE", "DIRECTOR",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// The ranges cover every bucket once.
+	lines := strings.Split(strings.TrimSpace(out[strings.Index(out, "RANGE"):]), "\n")[1:]
+	next := 0
+	for _, l := range lines {
+		f := strings.Fields(l)
+		first, last, _ := strings.Cut(f[0], "-")
+		if last == "" {
+			last = first
+		}
+		if first != strconv.Itoa(next) {
+			t.Fatalf("range %q starts at %s, want %d", l, first, next)
+		}
+		next = atoi(t, last) + 1
+	}
+	if next != 64 {
+		t.Fatalf("ranges end at %d, want 64", next)
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	i, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return i
+}
+
+func TestMapOfflineJSONAndFlow(t *testing.T) {
+	cfg := writeConfig(t, goodConfig)
+	out, errs, code := runCLI(t, "map", "--json", "--config", cfg, "--members", "d1,d2:2,d3")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var v controller.MapView
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Buckets != 64 || v.Seed != 12345 || v.Sense != "addrport" || len(v.Directors) != 3 || v.Directors[1].Buckets != 32 || v.Directors[1].FairShare != 32 {
+		t.Fatalf("JSON map: %+v", v)
+	}
+
+	client := "198.51.100.7:40000"
+	h := filter.Hasher{Sense: filter.SenseAddrPort, Seed: 12345, Buckets: 64}
+	b := h.Bucket(filter.Flow{Proto: filter.ProtoTCP, Src: netip.MustParseAddrPort(client)})
+	want := v.Owner(b)
+	if want == "" {
+		t.Fatal("bucket without owner")
+	}
+	out, errs, code = runCLI(t, "map", "--config", cfg, "--members", "d1,d2:2,d3", "--flow", client)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if exp := "flow tcp " + client + " -> bucket " + strconv.Itoa(int(b)) + " -> director " + want + "\n"; out != exp {
+		t.Fatalf("flow: %q, want %q", out, exp)
+	}
+	out, _, code = runCLI(t, "map", "--json", "--config", cfg, "--members", "d1,d2:2,d3", "--flow", client, "--proto", "udp")
+	var f struct {
+		Bucket   uint32
+		Director string
+		Proto    string
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &f) != nil || f.Proto != "udp" || f.Director != want || f.Bucket != b {
+		t.Fatalf("flow JSON %q (exit %d)", out, code)
+	}
+	_, errs, code = runCLI(t, "map", "--config", cfg, "--members", "d1", "--flow", "nonsense")
+	if code == 0 || !strings.Contains(errs, "ADDR:PORT") {
+		t.Fatalf("bad flow accepted: %d %q", code, errs)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, body string
+		want       []string
+	}{
+		{"empty", "{}", []string{"node: missing", "buckets: 0 out of range", "seed: missing or 0", "sense: missing", "vips: empty"}},
+		{"bad values", `
+node: d1
+bind_addr: nowhere
+seeds: [10.0.0.2]
+buckets: 4096
+seed: 1
+sense: ports
+vips: [192.0.2.300]
+real_server_subnets: [10.1.0.0]
+readiness_grace: soon
+status_listen: 0.0.0.0:9475
+`, []string{"bind_addr: \"nowhere\" is not an IP address", "seeds[0]: \"10.0.0.2\" must be host:port",
+			"sense: \"ports\" unknown; use port, addr or addrport", "vips[0]: \"192.0.2.300\" is not an IP address",
+			"real_server_subnets[0]", "readiness_grace: \"soon\" is not a duration", "status_listen: 0.0.0.0:9475 is not a loopback address"}},
+		{"typo", "node: d1\nbucket: 4096\n", []string{"field bucket not found"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig([]byte(tc.body))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+	c, err := parseConfig([]byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BindPort != defaultBindPort || c.Weight != 1 || c.StatusListen != defaultStatusListen {
+		t.Fatalf("defaults: %+v", c)
+	}
+	// The example shipped in deploy/ must be valid.
+	if _, err := loadConfig("../../deploy/saru/saru.yaml"); err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peerlvs/peerlvs/filter"
+	"github.com/peerlvs/peerlvs/saru/controller"
+	"github.com/peerlvs/peerlvs/saru/member"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+type oneNode struct {
+	mu    sync.Mutex
+	state member.State
+	ch    chan struct{}
+}
+
+func (o *oneNode) Name() string             { return "d1" }
+func (o *oneNode) Changes() <-chan struct{} { return o.ch }
+func (o *oneNode) State() member.State {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.state
+}
+func (o *oneNode) SetState(s member.State) error {
+	o.mu.Lock()
+	o.state = s
+	o.mu.Unlock()
+	select {
+	case o.ch <- struct{}{}:
+	default:
+	}
+	return nil
+}
+func (o *oneNode) Members() []member.Member {
+	return []member.Member{
+		{Name: "d1", Weight: 1, State: o.State(), FingerprintOK: true, Local: true},
+		{Name: "d2", Weight: 1, State: member.StateReady, FingerprintOK: true},
+		{Name: "d3", Weight: 1, State: member.StateReady, Mismatch: "member d3 has buckets=32, we have 64"},
+	}
+}
+
+type nopApplier struct{}
+
+func (nopApplier) Apply(context.Context, filter.Ownership) error { return nil }
+
+// TestStatusEndpoint drives map, status and drain against the daemon's
+// HTTP handler over loopback.
+func TestStatusEndpoint(t *testing.T) {
+	cfg, err := parseConfig([]byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	ctl, err := controller.New(controller.Config{Membership: &oneNode{state: member.StateJoining, ch: make(chan struct{}, 1)},
+		Applier: nopApplier{}, Readiness: controller.GraceReadiness{}, Buckets: cfg.Buckets, Seed: uint64(cfg.Seed),
+		HandoverStep: 10 * time.Millisecond, HandoverHold: 50 * time.Millisecond, ReadyPoll: 10 * time.Millisecond, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go ctl.Run(ctx)
+	srv := httptest.NewServer(statusHandler(ctl, cfg, reg, zap.NewNop()))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	for deadline := time.Now().Add(3 * time.Second); ctl.Status().Owned == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never owned buckets: %+v", ctl.Status())
+		}
+	}
+	out, errs, code := runCLI(t, "map", "--status", addr)
+	if code != 0 || !strings.Contains(out, "d1        1       ready  32       32.00") ||
+		!strings.Contains(out, "excluded: member d3 has buckets=32, we have 64") {
+		t.Fatalf("map (exit %d, %s):\n%s", code, errs, out)
+	}
+	out, _, code = runCLI(t, "status", "--status", addr)
+	if code != 0 || !strings.Contains(out, "node d1  state ready") || !strings.Contains(out, "EXCLUDED") {
+		t.Fatalf("status (exit %d):\n%s", code, out)
+	}
+	out, errs, code = runCLI(t, "drain", "--status", addr, "--timeout", "3s")
+	if code != 0 || !strings.Contains(out, "drained") {
+		t.Fatalf("drain (exit %d, %s): %s", code, errs, out)
+	}
+	if s := ctl.Status(); s.State != member.StateDraining || s.Owned+s.HandoverOut+s.HandoverIn != 0 {
+		t.Fatalf("after drain: %+v", s)
+	}
+}

@@ -1,0 +1,255 @@
+package controller
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peerlvs/peerlvs/filter"
+	"github.com/peerlvs/peerlvs/saru/allocate"
+	"github.com/peerlvs/peerlvs/saru/member"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func mb(name string, w uint32, st member.State, ok bool) member.Member {
+	return member.Member{Name: name, Weight: w, State: st, FingerprintOK: ok}
+}
+
+func TestCompute(t *testing.T) {
+	const B = 256
+	ready := []member.Member{mb("d1", 1, member.StateReady, true), mb("d2", 1, member.StateReady, true), mb("d3", 1, member.StateReady, true)}
+	base, err := Compute(ready, B, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		view    []member.Member
+		owners  []string // names that must own buckets
+		nothing []string // names that must own none
+	}{
+		{"all ready", ready, []string{"d1", "d2", "d3"}, nil},
+		{"joining owns nothing", append(slices.Clone(ready), mb("d4", 1, member.StateJoining, true)), []string{"d1", "d2", "d3"}, []string{"d4"}},
+		{"draining owns nothing", []member.Member{ready[0], ready[1], mb("d3", 1, member.StateDraining, true)}, []string{"d1", "d2"}, []string{"d3"}},
+		{"mismatch excluded", append(slices.Clone(ready), mb("d4", 1, member.StateReady, false)), []string{"d1", "d2", "d3"}, []string{"d4"}},
+		{"local in the minority owns nothing", []member.Member{
+			{Name: "d1", Weight: 1, State: member.StateReady, FingerprintOK: true, Local: true},
+			{Name: "d2", Weight: 1, State: member.StateReady, FingerprintOK: true},
+			mb("d3", 1, member.StateReady, false), mb("d4", 1, member.StateReady, false), mb("d5", 1, member.StateReady, false)},
+			[]string{"d2"}, []string{"d1", "d3", "d4", "d5"}},
+		{"weight zero", append(slices.Clone(ready), mb("d4", 0, member.StateReady, true)), []string{"d1", "d2", "d3"}, []string{"d4"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := Compute(tc.view, B, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			total := 0
+			for _, n := range tc.owners {
+				c := len(m.BucketsOf(n))
+				if c == 0 {
+					t.Errorf("%s owns nothing", n)
+				}
+				total += c
+			}
+			if total != B {
+				t.Errorf("owners hold %d buckets, want all %d", total, B)
+			}
+			for _, n := range tc.nothing {
+				if c := len(m.BucketsOf(n)); c != 0 {
+					t.Errorf("%s owns %d buckets, want 0", n, c)
+				}
+			}
+			if len(tc.nothing) > 0 && len(tc.owners) == 3 && tc.name != "draining owns nothing" && allocate.Moved(base, m) != 0 {
+				t.Errorf("an excluded member moved %d buckets", allocate.Moved(base, m))
+			}
+		})
+	}
+}
+
+// TestPlanHandover checks the giver-first order on both sides of a planned
+// move and the immediate takeover from a failed owner.
+func TestPlanHandover(t *testing.T) {
+	const B = 64
+	step, hold := time.Second, 5*time.Second
+	three := []member.Member{mb("a", 1, member.StateReady, true), mb("b", 1, member.StateReady, true), mb("c", 1, member.StateReady, true)}
+	drainC := []member.Member{three[0], three[1], mb("c", 1, member.StateDraining, true)}
+	m3, _ := Compute(three, B, 1)
+	m2, _ := Compute(drainC, B, 1)
+	alive := map[string]bool{"a": true, "b": true, "c": true}
+	t0 := time.Unix(1000, 0)
+
+	giver, taker := newPlan(B), newPlan(B)
+	giver.update(allocate.Map{}, m3, alive, "c", t0, step, hold)
+	taker.update(allocate.Map{}, m3, alive, "a", t0, step, hold)
+	cBuckets := m3.BucketsOf("c")
+	toA := 0
+	for _, b := range cBuckets {
+		if m2.OwnerOf(b) == "a" {
+			toA++
+		}
+	}
+	if got := len(giver.ownership().Owned); got != len(cBuckets) {
+		t.Fatalf("giver owns %d at start, want %d", got, len(cBuckets))
+	}
+
+	giver.update(m3, m2, alive, "c", t0, step, hold)
+	taker.update(m3, m2, alive, "a", t0, step, hold)
+	if o := giver.ownership(); len(o.Owned) != 0 || len(o.HandoverOut) != len(cBuckets) {
+		t.Fatalf("giver at t0: %d owned %d out, want 0 and %d", len(o.Owned), len(o.HandoverOut), len(cBuckets))
+	}
+	kept := 0
+	for _, b := range m3.BucketsOf("a") {
+		if m2.OwnerOf(b) == "a" {
+			kept++
+		}
+	}
+	if o := taker.ownership(); len(o.HandoverIn) != 0 || len(o.Owned) != kept {
+		t.Fatalf("taker at t0: %d owned %d in, want %d owned and none in", len(o.Owned), len(o.HandoverIn), kept)
+	}
+	taker.advance(t0.Add(step), hold)
+	if o := taker.ownership(); len(o.HandoverIn) != toA {
+		t.Fatalf("taker at step: %d in, want %d", len(o.HandoverIn), toA)
+	}
+	giver.advance(t0.Add(hold), hold)
+	if !giver.empty() {
+		t.Fatalf("giver still holds buckets after hold")
+	}
+	taker.advance(t0.Add(step+hold), hold)
+	if o := taker.ownership(); len(o.HandoverIn) != 0 || len(o.Owned) != len(m2.BucketsOf("a")) {
+		t.Fatalf("taker after hold: %d owned %d in, want %d owned", len(o.Owned), len(o.HandoverIn), len(m2.BucketsOf("a")))
+	}
+
+	// c fails instead: no giver to wait for.
+	failed := newPlan(B)
+	failed.update(allocate.Map{}, m3, alive, "a", t0, step, hold)
+	failed.update(m3, m2, map[string]bool{"a": true, "b": true}, "a", t0, step, hold)
+	if o := failed.ownership(); len(o.Owned) != len(m2.BucketsOf("a")) || len(o.HandoverIn) != 0 {
+		t.Fatalf("takeover from a failed owner: %d owned %d in, want %d owned", len(o.Owned), len(o.HandoverIn), len(m2.BucketsOf("a")))
+	}
+}
+
+type fakeMembership struct {
+	mu      sync.Mutex
+	name    string
+	members []member.Member
+	changes chan struct{}
+}
+
+func (f *fakeMembership) Name() string             { return f.name }
+func (f *fakeMembership) Changes() <-chan struct{} { return f.changes }
+func (f *fakeMembership) Members() []member.Member {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.members)
+}
+func (f *fakeMembership) State() member.State {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range f.members {
+		if m.Name == f.name {
+			return m.State
+		}
+	}
+	return member.StateJoining
+}
+func (f *fakeMembership) SetState(s member.State) error {
+	f.mu.Lock()
+	for i := range f.members {
+		if f.members[i].Name == f.name {
+			f.members[i].State = s
+		}
+	}
+	f.mu.Unlock()
+	select {
+	case f.changes <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+type fakeApplier struct {
+	mu    sync.Mutex
+	calls []filter.Ownership
+	at    []time.Time
+}
+
+func (f *fakeApplier) Apply(_ context.Context, o filter.Ownership) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, o)
+	f.at = append(f.at, time.Now())
+	return nil
+}
+
+func (f *fakeApplier) history() []filter.Ownership {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
+// TestReadyAndDrain runs the loop over a fake membership: the node turns
+// ready after the grace time, owns its share, and a drain hands it all over
+// through HandoverOut before dropping it.
+func TestReadyAndDrain(t *testing.T) {
+	fm := &fakeMembership{name: "d1", changes: make(chan struct{}, 1), members: []member.Member{
+		mb("d1", 1, member.StateJoining, true), mb("d2", 1, member.StateReady, true)}}
+	fa := &fakeApplier{}
+	reg := prometheus.NewRegistry()
+	c, err := New(Config{Membership: fm, Applier: fa, Readiness: GraceReadiness{After: 100 * time.Millisecond, Start: time.Now()},
+		Buckets: 128, Seed: 3, HandoverStep: 20 * time.Millisecond, HandoverHold: 100 * time.Millisecond,
+		ReadyPoll: 20 * time.Millisecond, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+
+	deadline := time.Now().Add(3 * time.Second)
+	for fm.State() != member.StateReady || len(c.Applied().Owned) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready and owning: state %s, applied %+v", fm.State(), c.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	m, _, _ := c.Map()
+	if got, want := len(c.Applied().Owned), len(m.BucketsOf("d1")); got != want {
+		t.Fatalf("owned %d, want %d", got, want)
+	}
+	// d2 was the previous owner and is alive: d1 must have gone through
+	// HandoverIn before owning.
+	sawIn := false
+	for _, o := range fa.history() {
+		sawIn = sawIn || len(o.HandoverIn) > 0
+	}
+	if !sawIn {
+		t.Errorf("joining node never used HandoverIn")
+	}
+
+	dctx, dcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer dcancel()
+	if err := c.Drain(dctx); err != nil {
+		t.Fatal(err)
+	}
+	h := fa.history()
+	var sawOut bool
+	for _, o := range h {
+		sawOut = sawOut || len(o.HandoverOut) > 0
+	}
+	if last := h[len(h)-1]; !sawOut || len(last.Owned)+len(last.HandoverOut)+len(last.HandoverIn) != 0 {
+		t.Fatalf("drain: sawOut=%v last=%+v", sawOut, last)
+	}
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) == 0 {
+		t.Fatalf("metrics: %v (%d families)", err, len(mfs))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

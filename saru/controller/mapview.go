@@ -1,0 +1,114 @@
+package controller
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/peerlvs/peerlvs/saru/allocate"
+	"github.com/peerlvs/peerlvs/saru/member"
+)
+
+// MapView is the partition map as `saru map` and the status endpoint show
+// it. It is display only: nothing decides ownership from it.
+type MapView struct {
+	Buckets     uint32         `json:"buckets"`
+	Seed        uint64         `json:"seed"`
+	Sense       string         `json:"sense,omitempty"`
+	Epoch       uint64         `json:"epoch"`
+	Fingerprint string         `json:"fingerprint"`
+	Directors   []DirectorView `json:"directors"`
+	Ranges      []RangeView    `json:"ranges"`
+}
+
+// DirectorView is one member's line in a MapView.
+type DirectorView struct {
+	Name      string       `json:"name"`
+	Weight    uint32       `json:"weight"`
+	State     member.State `json:"state"`
+	Eligible  bool         `json:"eligible"`
+	Mismatch  string       `json:"mismatch,omitempty"`
+	Buckets   int          `json:"buckets"`
+	FairShare float64      `json:"fair_share"`
+}
+
+// RangeView is a run of buckets First..Last with one owner ("" for none).
+type RangeView struct {
+	First uint32 `json:"first"`
+	Last  uint32 `json:"last"`
+	Owner string `json:"owner"`
+}
+
+// Describe builds the MapView of m, listing every member of view (owning
+// or not).
+func Describe(m allocate.Map, view []member.Member, epoch uint64, sense string) MapView {
+	v := MapView{Buckets: m.Buckets, Seed: m.Seed, Sense: sense, Epoch: epoch,
+		Fingerprint: fmt.Sprintf("%016x", m.Fingerprint)}
+	counts := m.Counts()
+	for _, mb := range view {
+		d := DirectorView{Name: mb.Name, Weight: mb.Weight, State: mb.State, Mismatch: mb.Mismatch,
+			Eligible: mb.State == member.StateReady && mb.FingerprintOK, Buckets: counts[mb.Name]}
+		if d.Eligible {
+			d.FairShare = m.FairShare(mb.Name)
+		}
+		v.Directors = append(v.Directors, d)
+	}
+	slices.SortFunc(v.Directors, func(a, b DirectorView) int { return strings.Compare(a.Name, b.Name) })
+	for _, r := range m.Ranges() {
+		v.Ranges = append(v.Ranges, RangeView(r))
+	}
+	return v
+}
+
+// Owner returns the owner of bucket b in v ("" if none).
+func (v MapView) Owner(b uint32) string {
+	i, ok := slices.BinarySearchFunc(v.Ranges, b, func(r RangeView, b uint32) int {
+		switch {
+		case r.Last < b:
+			return -1
+		case r.First > b:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return ""
+	}
+	return v.Ranges[i].Owner
+}
+
+// WriteText prints v for people: a header, one line per director with its
+// count against its fair share, then the bucket ranges.
+func (v MapView) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "buckets %d  seed %d  sense %s  epoch %d  fingerprint %s\n\n", v.Buckets, v.Seed, v.Sense, v.Epoch, v.Fingerprint)
+	fmt.Fprintln(tw, "DIRECTOR\tWEIGHT\tSTATE\tBUCKETS\tFAIR SHARE\tNOTE")
+	for _, d := range v.Directors {
+		note := ""
+		switch {
+		case d.Mismatch != "":
+			note = "excluded: " + d.Mismatch
+		case !d.Eligible:
+			note = "owns nothing until ready"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%.2f\t%s\n", d.Name, d.Weight, d.State, d.Buckets, d.FairShare, note)
+	}
+	fmt.Fprintf(tw, "\nRANGE\tDIRECTOR\n")
+	for _, r := range v.Ranges {
+		owner := r.Owner
+		if owner == "" {
+			owner = "(none)"
+		}
+		if r.First == r.Last {
+			fmt.Fprintf(tw, "%d\t%s\n", r.First, owner)
+		} else {
+			fmt.Fprintf(tw, "%d-%d\t%s\n", r.First, r.Last, owner)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write map: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,30 @@
+package member
+
+import (
+	"testing"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// FuzzDecode: metadata arrives from the network; Decode must never panic,
+// and whatever it accepts must survive a round trip through Encode.
+func FuzzDecode(f *testing.F) {
+	good, _ := Encode("v1", 2, StateReady, settings, memberlist.MetaMaxSize)
+	f.Add(good)
+	f.Add([]byte(`{"st":"ready","fp":"zz"}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		m, err := Decode(buf)
+		if err != nil {
+			return
+		}
+		_ = Diff(settings, m)
+		again, err := Encode(m.Version, m.Weight, m.State, m.Settings, 1<<20)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if _, err := Decode(again); err != nil {
+			t.Fatalf("decode re-encoded: %v", err)
+		}
+	})
+}

@@ -1,0 +1,159 @@
+package member
+
+import (
+	"encoding/base64"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+var settings = Settings{Buckets: 4096, Seed: 7, Sense: "addrport",
+	VIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}}
+
+func TestMetaRoundTripAndDiff(t *testing.T) {
+	buf, err := Encode("v1", 3, StateReady, settings, memberlist.MetaMaxSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Decode(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Weight != 3 || m.State != StateReady || m.Version != "v1" || m.Fingerprint != settings.Fingerprint() {
+		t.Fatalf("round trip: %+v", m)
+	}
+	if d := Diff(settings, m); d != nil {
+		t.Fatalf("same settings differ: %v", d)
+	}
+	reordered := settings
+	reordered.VIPs = []netip.Addr{settings.VIPs[1], settings.VIPs[0]}
+	if reordered.Fingerprint() != settings.Fingerprint() {
+		t.Fatal("VIP order changes the fingerprint")
+	}
+
+	other := settings
+	other.Buckets = 2048
+	buf, _ = Encode("v1", 1, StateReady, other, memberlist.MetaMaxSize)
+	m, _ = Decode(buf)
+	if d := strings.Join(Diff(settings, m), "; "); d != "buckets=2048, we have 4096" {
+		t.Fatalf("diff = %q", d)
+	}
+
+	// Too many VIPs for the metadata: the list is dropped, the hash still
+	// tells them apart.
+	many := settings
+	many.VIPs = nil
+	for i := range 100 {
+		many.VIPs = append(many.VIPs, netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
+	}
+	buf, err = Encode("v1", 1, StateReady, many, memberlist.MetaMaxSize)
+	if err != nil || len(buf) > memberlist.MetaMaxSize {
+		t.Fatalf("encode many VIPs: %d bytes, %v", len(buf), err)
+	}
+	m, _ = Decode(buf)
+	if d := strings.Join(Diff(settings, m), "; "); !strings.Contains(d, "different VIP list") {
+		t.Fatalf("diff = %q", d)
+	}
+}
+
+func TestParseKeys(t *testing.T) {
+	k16 := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	keys, err := ParseKeys(strings.NewReader("# primary\n"+k16+"\n\n"+strings.Repeat("ab", 32)+"\n"), "k")
+	if err != nil || len(keys) != 2 || len(keys[0]) != 16 || len(keys[1]) != 32 {
+		t.Fatalf("keys %v err %v", keys, err)
+	}
+	if _, err := ParseKeys(strings.NewReader("short\n"), "k"); err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Fatalf("bad key: %v", err)
+	}
+	if _, err := ParseKeys(strings.NewReader("# none\n"), "k"); err == nil {
+		t.Fatal("empty key file accepted")
+	}
+}
+
+func wait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestEncryptedClusterMismatchAndRotation joins two encrypted nodes with
+// different bucket counts, checks the mismatch is named, that state changes
+// propagate, and that a key rotation through the key file keeps them
+// talking.
+func TestEncryptedClusterMismatchAndRotation(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "keys")
+	oldKey := strings.Repeat("11", 16)
+	newKey := strings.Repeat("22", 32)
+	if err := os.WriteFile(keyFile, []byte(oldKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Name: "d1", BindAddr: "127.0.0.1", KeyFile: keyFile, Weight: 1, Settings: settings, Version: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	other := settings
+	other.Buckets = 2048
+	b, err := New(Config{Name: "d2", BindAddr: "127.0.0.1", KeyFile: keyFile, Weight: 1, Settings: other, Version: "t",
+		Seeds: []string{a.LocalAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown()
+	ctx := t.Context()
+	a.Start(ctx)
+	b.Start(ctx)
+	wait(t, "join", func() bool { return len(a.Members()) == 2 })
+	mm := a.Mismatches()
+	if len(mm) != 1 || mm[0] != "member d2 has buckets=2048, we have 4096" {
+		t.Fatalf("mismatches %q", mm)
+	}
+	if err := b.SetState(StateReady); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, "state", func() bool {
+		for _, m := range a.Members() {
+			if m.Name == "d2" && m.State == StateReady {
+				return true
+			}
+		}
+		return false
+	})
+
+	// Rotation: add, use, remove - each step on both before the next.
+	steps := []string{oldKey + "\n" + newKey + "\n", newKey + "\n" + oldKey + "\n", newKey + "\n"}
+	for _, content := range steps {
+		if err := os.WriteFile(keyFile, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []*Node{a, b} {
+			if err := n.ReloadKeys(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := len(a.keyring.GetKeys()); got != 1 {
+		t.Fatalf("%d keys after rotation, want 1", got)
+	}
+	if err := a.SetState(StateDraining); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, "state after rotation", func() bool {
+		for _, m := range b.Members() {
+			if m.Name == "d1" && m.State == StateDraining {
+				return true
+			}
+		}
+		return false
+	})
+}

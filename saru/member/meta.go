@@ -1,0 +1,182 @@
+package member
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// State is a director's place in its life cycle. Only ready directors own
+// buckets.
+type State string
+
+// The states a director goes through, in order.
+const (
+	StateJoining  State = "joining"
+	StateReady    State = "ready"
+	StateDraining State = "draining"
+)
+
+func (s State) valid() bool {
+	return s == StateJoining || s == StateReady || s == StateDraining
+}
+
+// Settings are what every director of a fleet must agree on: directors
+// that hash flows differently, or split a different number of buckets,
+// would each accept flows the others also accept, or none would.
+type Settings struct {
+	Buckets uint32
+	Seed    uint32
+	Sense   string
+	VIPs    []netip.Addr
+}
+
+func (s Settings) vipList() []string {
+	vs := make([]netip.Addr, 0, len(s.VIPs))
+	for _, v := range s.VIPs {
+		vs = append(vs, v.Unmap())
+	}
+	slices.SortFunc(vs, netip.Addr.Compare)
+	vs = slices.Compact(vs)
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v.String()
+	}
+	return out
+}
+
+func vipHash(vips []string) uint64 {
+	h := fnv.New64a()
+	for _, v := range vips {
+		h.Write([]byte(v))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
+}
+
+// Fingerprint is a hash of s that is independent of VIP order and
+// spelling, so equal settings give equal fingerprints on every director.
+func (s Settings) Fingerprint() uint64 {
+	h := fnv.New64a()
+	var b [16]byte
+	binary.BigEndian.PutUint32(b[0:], s.Buckets)
+	binary.BigEndian.PutUint32(b[4:], s.Seed)
+	binary.BigEndian.PutUint64(b[8:], vipHash(s.vipList()))
+	h.Write(b[:])
+	h.Write([]byte(strings.ToLower(s.Sense)))
+	return h.Sum64()
+}
+
+// Meta is what a director advertises in its memberlist node metadata.
+type Meta struct {
+	Version string
+	Weight  uint32
+	State   State
+	// Settings as the remote director has them. VIPs may be nil when the
+	// list did not fit the metadata limit; VIPHash still tells them apart.
+	Settings    Settings
+	VIPHash     uint64
+	Fingerprint uint64
+}
+
+// wire is the JSON form of Meta. Short keys because memberlist caps the
+// metadata at 512 bytes and the VIP list should fit as often as possible.
+type wire struct {
+	V    string   `json:"v"`
+	W    uint32   `json:"w"`
+	St   State    `json:"st"`
+	FP   string   `json:"fp"`
+	B    uint32   `json:"b"`
+	Sd   uint32   `json:"sd"`
+	Sn   string   `json:"sn"`
+	VH   string   `json:"vh"`
+	VIPs []string `json:"vips,omitempty"`
+}
+
+// Encode returns the metadata of a director with settings s, at most limit
+// bytes. The VIP list is left out when it does not fit; its hash stays.
+func Encode(version string, weight uint32, st State, s Settings, limit int) ([]byte, error) {
+	vips := s.vipList()
+	w := wire{
+		V: version, W: weight, St: st,
+		FP: fmt.Sprintf("%016x", s.Fingerprint()),
+		B:  s.Buckets, Sd: s.Seed, Sn: strings.ToLower(s.Sense),
+		VH: fmt.Sprintf("%016x", vipHash(vips)), VIPs: vips,
+	}
+	buf, err := json.Marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("member: encode metadata: %w", err)
+	}
+	if len(buf) > limit {
+		w.VIPs = nil
+		if buf, err = json.Marshal(w); err != nil {
+			return nil, fmt.Errorf("member: encode metadata: %w", err)
+		}
+	}
+	if len(buf) > limit {
+		return nil, fmt.Errorf("member: metadata is %d bytes, limit %d: shorten the version string", len(buf), limit)
+	}
+	return buf, nil
+}
+
+// Decode parses metadata written by Encode.
+func Decode(buf []byte) (Meta, error) {
+	var w wire
+	if err := json.Unmarshal(buf, &w); err != nil {
+		return Meta{}, fmt.Errorf("member: decode metadata: %w", err)
+	}
+	if !w.St.valid() {
+		return Meta{}, fmt.Errorf("member: decode metadata: unknown state %q", w.St)
+	}
+	m := Meta{Version: w.V, Weight: w.W, State: w.St,
+		Settings: Settings{Buckets: w.B, Seed: w.Sd, Sense: w.Sn}}
+	if _, err := fmt.Sscanf(w.FP, "%x", &m.Fingerprint); err != nil {
+		return Meta{}, fmt.Errorf("member: decode metadata: fingerprint %q: %w", w.FP, err)
+	}
+	if _, err := fmt.Sscanf(w.VH, "%x", &m.VIPHash); err != nil {
+		return Meta{}, fmt.Errorf("member: decode metadata: VIP hash %q: %w", w.VH, err)
+	}
+	for _, v := range w.VIPs {
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return Meta{}, fmt.Errorf("member: decode metadata: VIP: %w", err)
+		}
+		m.Settings.VIPs = append(m.Settings.VIPs, a)
+	}
+	return m, nil
+}
+
+// Diff names every setting in which a remote director (theirs, as decoded
+// from its metadata) differs from ours, e.g. "buckets=2048, we have 4096".
+// It is empty when the fingerprints agree.
+func Diff(ours Settings, theirs Meta) []string {
+	if theirs.Fingerprint == ours.Fingerprint() {
+		return nil
+	}
+	var d []string
+	if theirs.Settings.Buckets != ours.Buckets {
+		d = append(d, fmt.Sprintf("buckets=%d, we have %d", theirs.Settings.Buckets, ours.Buckets))
+	}
+	if theirs.Settings.Seed != ours.Seed {
+		d = append(d, fmt.Sprintf("seed=%d, we have %d", theirs.Settings.Seed, ours.Seed))
+	}
+	if !strings.EqualFold(theirs.Settings.Sense, ours.Sense) {
+		d = append(d, fmt.Sprintf("sense=%s, we have %s", theirs.Settings.Sense, strings.ToLower(ours.Sense)))
+	}
+	if ov := ours.vipList(); theirs.VIPHash != vipHash(ov) {
+		if theirs.Settings.VIPs != nil {
+			d = append(d, fmt.Sprintf("vips=%s, we have %s",
+				strings.Join(theirs.Settings.vipList(), ","), strings.Join(ov, ",")))
+		} else {
+			d = append(d, fmt.Sprintf("a different VIP list (hash %016x), we have %s", theirs.VIPHash, strings.Join(ov, ",")))
+		}
+	}
+	if len(d) == 0 {
+		d = append(d, "an unknown setting (fingerprint differs; different saru version?)")
+	}
+	return d
+}
