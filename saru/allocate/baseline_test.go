@@ -1,6 +1,7 @@
 package allocate
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 )
@@ -50,6 +51,26 @@ func rendezvousAllocate(members []Member, buckets uint32, seed uint64) Map {
 // name order so the table does not depend on the order they were given in.
 // Weights are ignored: the comparison runs on equal weights.
 func maglevAllocate(members []Member, buckets uint32, seed uint64) Map {
+	m, _ := maglevTable(members, buckets, seed)
+	return m
+}
+
+// maglevPerm is one member's Maglev permutation: entry offset + j*skip mod
+// size is its j-th choice.
+type maglevPerm struct {
+	offset, skip, size uint64
+	invSkip            uint64 // skip^-1 mod size
+}
+
+// index returns j such that entry c is the member's j-th choice.
+func (p maglevPerm) index(c uint64) uint64 {
+	return (c + p.size - p.offset) % p.size * p.invSkip % p.size
+}
+
+// maglevTable is maglevAllocate that also returns, for each bucket, the
+// step of the fill at which its owner claimed it (0 first), for the
+// fix-up of maglevBalancedAllocate.
+func maglevTable(members []Member, buckets uint32, seed uint64) (Map, []uint64) {
 	m := baselineMap(members, buckets, seed)
 	size := uint64(buckets)
 	for !isPrime(size) {
@@ -62,28 +83,27 @@ func maglevAllocate(members []Member, buckets uint32, seed uint64) Map {
 		}
 	}
 	entry := make([]int32, size)
+	step := make([]uint64, size)
 	for i := range entry {
 		entry[i] = NoOwner
 	}
 	if len(active) > 0 {
-		offset := make([]uint64, len(active))
-		skip := make([]uint64, len(active))
+		perm := make([]maglevPerm, len(active))
 		next := make([]uint64, len(active))
 		for k, i := range active {
-			h := nameHash(m.Members[i].Name, seed)
-			offset[k] = mix64(h^1) % size
-			skip[k] = mix64(h^2)%(size-1) + 1
+			perm[k] = maglevPermOf(m.Members[i].Name, seed, size)
 		}
 		filled := uint64(0)
 	fill:
 		for {
 			for k, i := range active {
-				c := (offset[k] + next[k]*skip[k]) % size
+				c := (perm[k].offset + next[k]*perm[k].skip) % size
 				for entry[c] != NoOwner {
 					next[k]++
-					c = (offset[k] + next[k]*skip[k]) % size
+					c = (perm[k].offset + next[k]*perm[k].skip) % size
 				}
 				entry[c] = i
+				step[c] = filled
 				next[k]++
 				if filled++; filled == size {
 					break fill
@@ -92,6 +112,97 @@ func maglevAllocate(members []Member, buckets uint32, seed uint64) Map {
 		}
 	}
 	copy(m.Owner, entry[:buckets])
+	return m, step[:buckets]
+}
+
+func maglevPermOf(name string, seed, size uint64) maglevPerm {
+	h := nameHash(name, seed)
+	p := maglevPerm{offset: mix64(h^1) % size, skip: mix64(h^2)%(size-1) + 1, size: size}
+	// size is prime (and below 2^21, so products fit): skip^(size-2).
+	p.invSkip = 1
+	for b, e := p.skip, size-2; e > 0; e >>= 1 {
+		if e&1 == 1 {
+			p.invSkip = p.invSkip * b % size
+		}
+		b = b * b % size
+	}
+	return p
+}
+
+// maglevBalancedAllocate is Maglev brought to the same balance as Allocate
+// by the fewest moves: every member ends with exactly its Allocate quota
+// (quotas, Hamilton's method with the same tie-breaks), and exactly
+// sum(count - quota) over the members above quota buckets change owner
+// relative to maglevAllocate, the least that reaches those counts.
+//
+// The fix-up is deterministic and, like Maglev itself, depends only on the
+// member set: a member above quota gives up the buckets it claimed last in
+// the fill (highest step); the freed buckets then go to members below
+// quota greedily by the members' own Maglev preference, taking (member,
+// bucket) pairs in order of the bucket's index in the member's permutation
+// (ties by member, then bucket) while the member is below quota and the
+// bucket is free. Quotas follow the weights, but Maglev's fill does not, so
+// the comparison is meant for equal weights.
+func maglevBalancedAllocate(members []Member, buckets uint32, seed uint64) Map {
+	m, step := maglevTable(members, buckets, seed)
+	quota := quotas(m.Members, normalizedWeights(m.Members), buckets, seed)
+	owned := make([][]uint32, len(m.Members))
+	for b, o := range m.Owner {
+		if o != NoOwner {
+			owned[o] = append(owned[o], uint32(b))
+		}
+	}
+	var freed []uint32
+	var short []int32
+	for i, bs := range owned {
+		if over := len(bs) - int(quota[i]); over > 0 {
+			// Latest claimed first.
+			slices.SortFunc(bs, func(a, b uint32) int { return cmp.Compare(step[b], step[a]) })
+			freed = append(freed, bs[:over]...)
+		} else if over < 0 {
+			short = append(short, int32(i))
+		}
+	}
+	if len(freed) == 0 {
+		return m
+	}
+	size := uint64(buckets)
+	for !isPrime(size) {
+		size++
+	}
+	type pair struct {
+		j      uint64
+		member int32
+		bucket uint32
+	}
+	var pairs []pair
+	for _, i := range short {
+		p := maglevPermOf(m.Members[i].Name, seed, size)
+		for _, b := range freed {
+			pairs = append(pairs, pair{p.index(uint64(b)), i, b})
+		}
+	}
+	slices.SortFunc(pairs, func(a, b pair) int {
+		if c := cmp.Compare(a.j, b.j); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.member, b.member); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.bucket, b.bucket)
+	})
+	need := make([]int, len(m.Members))
+	for _, i := range short {
+		need[i] = int(quota[i]) - len(owned[i])
+	}
+	taken := make(map[uint32]bool, len(freed))
+	for _, p := range pairs {
+		if need[p.member] > 0 && !taken[p.bucket] {
+			taken[p.bucket] = true
+			need[p.member]--
+			m.Owner[p.bucket] = p.member
+		}
+	}
 	return m
 }
 
