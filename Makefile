@@ -43,9 +43,10 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 # The main job: the lab demo. Until the three-director fleet lands it runs the
-# kernel-baseline failover scenario and prints its survival table.
+# two-director failover sequence with the stock kernel daemons and then with
+# syncd, and prints the two survival tables side by side.
 demo: lab-setup
-	$(GO) test -count=1 -p 1 -v -timeout 20m -run 'TestKernelBaseline' ./deploy/lab/scenarios/
+	$(GO) test -count=1 -p 1 -v -timeout 20m -run 'TestFailover' ./deploy/lab/scenarios/
 
 clean:
 	rm -rf bin .cache/lab/runs .cache/lab/build

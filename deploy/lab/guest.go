@@ -21,9 +21,10 @@ import (
 // helper fails the test with the command's output on error, because a
 // half-built topology makes every later result meaningless.
 type Guest struct {
-	t     *testing.T
-	mu    sync.Mutex
-	procs []*Proc
+	t       *testing.T
+	mu      sync.Mutex
+	procs   []*Proc
+	bridges []string
 }
 
 func newGuest(t *testing.T) *Guest { return &Guest{t: t} }
@@ -77,12 +78,41 @@ func run(cmd *exec.Cmd) (string, error) {
 func (g *Guest) Hub(name string) {
 	g.t.Helper()
 	g.Sh("ip link add %[1]s type bridge ageing_time 0 && ip link set %[1]s up", name)
+	g.bridges = append(g.bridges, name)
 }
 
 // Switch creates an ordinary learning bridge in the root namespace.
 func (g *Guest) Switch(name string) {
 	g.t.Helper()
 	g.Sh("ip link add %[1]s type bridge && ip link set %[1]s up", name)
+	g.bridges = append(g.bridges, name)
+}
+
+// Reset tears the topology down, processes, namespaces and bridges, so one
+// boot can run several scenarios that use the same names.
+func (g *Guest) Reset() {
+	g.t.Helper()
+	g.cleanup()
+	g.Sh("ip -all netns delete")
+	for _, b := range g.bridges {
+		g.Sh("ip link del %s", b)
+	}
+	g.bridges = nil
+	// A deleted namespace lives on while anything still holds it (an
+	// orphaned TCP socket retransmitting its FIN, say), and so do its veth
+	// peers here, whose names the next topology reuses. Deleting the outer
+	// ends removes both ends at once.
+	for _, line := range strings.Split(g.Sh("ip -o link show type veth"), "\n") {
+		// "10: rs1-1@if9: <BROADCAST,...> ..."
+		if f := strings.Fields(line); len(f) >= 2 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			// It may vanish by itself meanwhile, as its namespace dies.
+			_, _ = g.Try("ip link del %s", name)
+		}
+	}
+	if left := strings.TrimSpace(g.Sh("ip -o link show type veth")); left != "" {
+		g.t.Fatalf("veth links left after reset:\n%s", left)
+	}
 }
 
 // NS is a network namespace in the guest, standing for one machine.
@@ -247,7 +277,13 @@ func (n *NS) Start(name string, args ...string) *Proc {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), 16<<20)
 		for sc.Scan() {
-			p.lines <- sc.Text()
+			// Never block the process on a reader that is not listening:
+			// a daemon that logs to stdout would stall. Lines nobody waits
+			// for are dropped once the buffer is full.
+			select {
+			case p.lines <- sc.Text():
+			default:
+			}
 		}
 		p.err = cmd.Wait()
 		close(p.lines)

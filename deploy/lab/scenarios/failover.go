@@ -32,6 +32,8 @@ type director struct {
 	syncIP   string // CIDR
 	ns       *lab.NS
 	frontDev string // outer veth end on the front hub, to cut the link
+	syncDev  string // outer veth end on the sync LAN
+	proc     *lab.Proc
 }
 
 // drFleet is the topology of the failover scenarios: a client, directors that
@@ -76,7 +78,7 @@ func (f *drFleet) buildDirector(t *testing.T, d *director) {
 	t.Helper()
 	d.ns = f.g.NS(d.name)
 	d.frontDev = d.ns.Plug("front", "eth0", sharedMAC, d.frontIP)
-	d.ns.Plug("sync", "eth1", "", d.syncIP)
+	d.syncDev = d.ns.Plug("sync", "eth1", "", d.syncIP)
 	// With a shared MAC on a hub the standby receives frames for the VIP
 	// too; without the VIP configured and without forwarding it drops them.
 	d.ns.Sh("ipvsadm -A -t %s:%d -s rr && ipvsadm -a -t %[1]s:%[2]d -r 10.0.0.11:%[2]d -g && ipvsadm -a -t %[1]s:%[2]d -r 10.0.0.12:%[2]d -g", vip, vipPort)
@@ -180,10 +182,15 @@ func step(t *testing.T, h *holder, name string, total int, settle time.Duration)
 // syncMode is how directors share connection state in a failover scenario:
 // the stock kernel daemons (the baseline) or syncd.
 type syncMode interface {
+	// name labels the mode in tables.
+	name() string
 	// activate makes d the director that carries the traffic.
-	activate(t *testing.T, d *director)
-	// standby makes d a standby that must be ready to take over.
-	standby(t *testing.T, d *director)
+	activate(t *testing.T, f *drFleet, d *director)
+	// standby makes d a standby that must be ready to take over; for a
+	// freshly booted director it returns when d is ready to serve.
+	standby(t *testing.T, f *drFleet, d *director)
+	// down stops whatever the mode runs on d, as a crash would.
+	down(t *testing.T, f *drFleet, d *director)
 }
 
 // failoverSequence runs the two-director event sequence of the foundation
@@ -194,8 +201,8 @@ func failoverSequence(t *testing.T, g *lab.Guest, mode syncMode, conns int) []st
 	const settle = 3 * time.Second
 	f := newDRFleet(t, g, 2)
 	a, b := f.directors[0], f.directors[1]
-	mode.activate(t, a)
-	mode.standby(t, b)
+	mode.activate(t, f, a)
+	mode.standby(t, f, b)
 	f.takeVIP(t, a)
 
 	// Probes every 500 ms keep each connection alive but mostly idle, like
@@ -205,41 +212,62 @@ func failoverSequence(t *testing.T, g *lab.Guest, mode syncMode, conns int) []st
 	var steps []stepResult
 	steps = append(steps, step(t, h, "steady state on A", conns, settle))
 
+	// A dying director loses its links, its VIP and its daemons at once.
 	failOver := func(from, to *director) {
-		f.g.Sh("ip link set %s down", from.frontDev)
+		f.g.Sh("ip link set %s down && ip link set %s down", from.frontDev, from.syncDev)
 		f.dropVIP(t, from)
-		mode.activate(t, to)
+		mode.down(t, f, from)
+		mode.activate(t, f, to)
 		f.takeVIP(t, to)
+	}
+	reboot := func(d *director) {
+		mode.down(t, f, d)
+		f.reboot(t, d)
+		mode.standby(t, f, d)
 	}
 	failOver(a, b)
 	steps = append(steps, step(t, h, "fail over A->B (A dies)", conns, settle))
 
-	f.reboot(t, a)
-	mode.standby(t, a)
+	reboot(a)
 	steps = append(steps, step(t, h, "A reboots, rejoins as standby", conns, settle))
 
 	// Failback as VRRP preemption does it: B hands the VIP back at once.
 	f.dropVIP(t, b)
-	mode.standby(t, b)
-	mode.activate(t, a)
+	mode.standby(t, f, b)
+	mode.activate(t, f, a)
 	f.takeVIP(t, a)
 	steps = append(steps, step(t, h, "fail back B->A", conns, settle))
 
-	f.reboot(t, b)
-	mode.standby(t, b)
+	reboot(b)
 	steps = append(steps, step(t, h, "B reboots, rejoins as standby", conns, settle))
 
 	failOver(a, b)
 	steps = append(steps, step(t, h, "fail over A->B again (A dies)", conns, settle))
+	h.p.Kill()
 	return steps
 }
 
-// table renders failover steps for the test log and docs/benchmarks.md.
-func table(title string, steps []stepResult) string {
+// sideBySide renders failover steps for the test log and docs/benchmarks.md,
+// one column pair per mode, side by side.
+func sideBySide(names []string, runs ...[]stepResult) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n| step | survive | broken | longest stall |\n|---|---|---|---|\n", title)
-	for _, s := range steps {
-		fmt.Fprintf(&b, "| %s | %d/%d | %d | %.0f ms |\n", s.Step, s.Survived, s.Conns, s.Broken, s.MaxStallMS)
+	b.WriteString("| step |")
+	for _, n := range names {
+		fmt.Fprintf(&b, " %s: survive | %s: longest stall |", n, n)
+	}
+	b.WriteString("\n|---|")
+	for range names {
+		b.WriteString("---|---|")
+	}
+	b.WriteString("\n")
+	for i := range runs[0] {
+		fmt.Fprintf(&b, "| %s |", runs[0][i].Step)
+		for _, r := range runs {
+			if i < len(r) {
+				fmt.Fprintf(&b, " %d/%d | %.0f ms |", r[i].Survived, r[i].Conns, r[i].MaxStallMS)
+			}
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }

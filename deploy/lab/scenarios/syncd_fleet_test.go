@@ -1,0 +1,247 @@
+package scenarios
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peerlvs/peerlvs/deploy/lab"
+	"github.com/peerlvs/peerlvs/deploy/lab/traffic"
+)
+
+// kernelSyncDelay is how long a new connection may wait in the kernel
+// master's buffer before it is sent at all: a partly filled buffer is flushed
+// after IPVS_SYNC_FLUSH_TIME (2 s), checked every IPVS_SYNC_CHECK_PERIOD
+// (1 s). No sync daemon can move a connection its kernel has not announced
+// yet, so scenarios let new connections age this long before a failover.
+const kernelSyncDelay = 3 * time.Second
+
+// clientConns returns the VIP:80 TCP connections a director's kernel holds,
+// keyed by client address and port, with their state.
+func clientConns(t *testing.T, d *director) map[string]string {
+	t.Helper()
+	conns, err := parseIpvsadmConns(d.ns.Sh("ipvsadm -Lnc"))
+	if err != nil {
+		t.Fatalf("%s: %v", d.name, err)
+	}
+	m := map[string]string{}
+	for _, c := range conns {
+		if c.Proto == "TCP" && c.VIP == fmt.Sprintf("%s:%d", vip, vipPort) {
+			m[c.Source] = c.State
+		}
+	}
+	return m
+}
+
+// heldConns returns the client ends of the holder's open connections.
+func heldConns(r traffic.Report) []string {
+	var out []string
+	for _, c := range r.PerConn {
+		if c.State == traffic.StateOK || c.State == traffic.StateStalled {
+			out = append(out, c.Local)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// missingOn lists the held connections a director's kernel does not hold
+// as ESTABLISHED.
+func missingOn(t *testing.T, d *director, held []string) []string {
+	t.Helper()
+	have := clientConns(t, d)
+	var missing []string
+	for _, c := range held {
+		if have[c] != "ESTABLISHED" {
+			missing = append(missing, c)
+		}
+	}
+	return missing
+}
+
+// converge waits until every director's kernel holds every held connection
+// and returns how long that took, or fails with what is missing where.
+func converge(t *testing.T, f *drFleet, held []string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last []string
+	if waitFor(within, func() bool {
+		last = last[:0]
+		for _, d := range f.directors {
+			if m := missingOn(t, d, held); len(m) > 0 {
+				last = append(last, fmt.Sprintf("%s lacks %d: %s", d.name, len(m), strings.Join(m, " ")))
+			}
+		}
+		return len(last) == 0
+	}) {
+		return time.Since(start)
+	}
+	t.Fatalf("not converged after %s:\n%s", within, strings.Join(last, "\n"))
+	return 0
+}
+
+type p2pResult struct {
+	Held        int     `json:"held"`
+	Survived    int     `json:"survived"`
+	ConvergeMS  float64 `json:"converge_ms"`
+	PerDirector map[string]int
+}
+
+// TestSyncdPeerToPeer: three directors, each running syncd; connections are
+// made through each of them in turn, and every connection must be in the
+// kernel table of all three.
+func TestSyncdPeerToPeer(t *testing.T) {
+	res := lab.Run(t, lab.Options{}, func(t *testing.T, g *lab.Guest) p2pResult {
+		f := newDRFleet(t, g, 3)
+		mode := &syncdMode{}
+		for _, d := range f.directors {
+			mode.start(t, f, d)
+		}
+		var holders []*holder
+		var prev *director
+		for _, d := range f.directors {
+			if prev != nil {
+				f.dropVIP(t, prev)
+			}
+			f.takeVIP(t, d)
+			prev = d
+			h := startHolder(t, f.client, 5, 200*time.Millisecond)
+			h.waitOpen(t, 5, 30*time.Second)
+			time.Sleep(kernelSyncDelay)
+			holders = append(holders, h)
+		}
+		var r p2pResult
+		var held []string
+		for _, h := range holders {
+			rep := h.report(t)
+			r.Survived += rep.Open
+			held = append(held, heldConns(rep)...)
+		}
+		r.Held = len(held)
+		r.ConvergeMS = float64(converge(t, f, held, 10*time.Second).Milliseconds())
+		r.PerDirector = map[string]int{}
+		for _, d := range f.directors {
+			r.PerDirector[d.name] = len(held) - len(missingOn(t, d, held))
+		}
+		return r
+	})
+	t.Logf("%d connections made through 3 directors in turn; %d still open; every kernel holds all of them (%v) within %.0f ms",
+		res.Held, res.Survived, res.PerDirector, res.ConvergeMS)
+	if res.Held != 15 || res.Survived != 15 {
+		t.Errorf("held %d, survived %d; want 15 and 15", res.Held, res.Survived)
+	}
+}
+
+type lossResult struct {
+	Held       int     `json:"held"`
+	Survived   int     `json:"survived"`
+	ConvergeMS float64 `json:"converge_ms"`
+	Netem      string  `json:"netem"`
+}
+
+// TestSyncdLoss: 20% random loss (netem) on every director's sync LAN port
+// while connections are made and moved; once the loss stops, every entry
+// must reach every kernel within 3 s.
+func TestSyncdLoss(t *testing.T) {
+	res := lab.Run(t, lab.Options{}, func(t *testing.T, g *lab.Guest) lossResult {
+		f := newDRFleet(t, g, 3)
+		mode := &syncdMode{}
+		for _, d := range f.directors {
+			mode.start(t, f, d)
+		}
+		var r lossResult
+		for _, d := range f.directors {
+			d.ns.Sh("tc qdisc add dev eth1 root netem loss 20%%")
+		}
+		r.Netem = f.directors[0].ns.Sh("tc qdisc show dev eth1")
+		var holders []*holder
+		var prev *director
+		for _, d := range f.directors[:2] {
+			if prev != nil {
+				f.dropVIP(t, prev)
+			}
+			f.takeVIP(t, d)
+			prev = d
+			h := startHolder(t, f.client, 20, 200*time.Millisecond)
+			h.waitOpen(t, 20, 30*time.Second)
+			time.Sleep(kernelSyncDelay)
+			holders = append(holders, h)
+		}
+		time.Sleep(3 * time.Second)
+		for _, d := range f.directors {
+			d.ns.Sh("tc qdisc del dev eth1 root")
+		}
+		var held []string
+		for _, h := range holders {
+			rep := h.report(t)
+			r.Survived += rep.Open
+			held = append(held, heldConns(rep)...)
+		}
+		r.Held = len(held)
+		r.ConvergeMS = float64(converge(t, f, held, 10*time.Second).Milliseconds())
+		return r
+	})
+	t.Logf("under 20%% loss (%s): %d connections, %d open; all kernels converged %.0f ms after the loss stopped",
+		strings.TrimSpace(res.Netem), res.Held, res.Survived, res.ConvergeMS)
+	if res.Held != 40 || res.Survived != 40 {
+		t.Errorf("held %d, survived %d; want 40 and 40", res.Held, res.Survived)
+	}
+	if res.ConvergeMS > 3000 {
+		t.Errorf("converged %.0f ms after the loss stopped; the target is 3 s", res.ConvergeMS)
+	}
+}
+
+type restartResult struct {
+	Held       int       `json:"held"`
+	Survived   int       `json:"survived"`
+	Restarts   int       `json:"restarts"`
+	ReadyMS    []float64 `json:"ready_ms"`
+	AfterMove  int       `json:"after_move"`
+	ConvergeMS float64   `json:"converge_ms"`
+}
+
+// TestSyncdRestart: kill -9 syncd in a loop, on the standby and on the
+// active director, while traffic flows. Nothing is lost: every restart
+// reaches ready again, every kernel still holds every connection, and a
+// failover afterwards keeps them all.
+func TestSyncdRestart(t *testing.T) {
+	const conns = 30
+	res := lab.Run(t, lab.Options{}, func(t *testing.T, g *lab.Guest) restartResult {
+		f := newDRFleet(t, g, 2)
+		mode := &syncdMode{}
+		a, b := f.directors[0], f.directors[1]
+		mode.start(t, f, a)
+		mode.start(t, f, b)
+		f.takeVIP(t, a)
+		h := startHolder(t, f.client, conns, 200*time.Millisecond)
+		h.waitOpen(t, conns, 30*time.Second)
+		time.Sleep(kernelSyncDelay)
+		var r restartResult
+		for i := 0; i < 6; i++ {
+			d := []*director{b, a}[i%2]
+			mode.down(t, f, d)
+			time.Sleep(300 * time.Millisecond)
+			start := time.Now()
+			mode.start(t, f, d)
+			r.ReadyMS = append(r.ReadyMS, float64(time.Since(start).Milliseconds()))
+			r.Restarts++
+		}
+		held := heldConns(h.report(t))
+		r.Held = len(held)
+		r.ConvergeMS = float64(converge(t, f, held, 10*time.Second).Milliseconds())
+		f.dropVIP(t, a)
+		f.takeVIP(t, b)
+		time.Sleep(3 * time.Second)
+		rep := h.report(t)
+		r.Survived = rep.Open
+		r.AfterMove = rep.Open
+		return r
+	})
+	t.Logf("%d kill -9 restarts; ready again after %v ms; %d of %d connections open after a failover that followed",
+		res.Restarts, res.ReadyMS, res.AfterMove, res.Held)
+	if res.Held != conns || res.AfterMove != conns {
+		t.Errorf("held %d, open after failover %d; want %d", res.Held, res.AfterMove, conns)
+	}
+}

@@ -1,0 +1,116 @@
+package scenarios
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/peerlvs/peerlvs/deploy/lab"
+)
+
+// syncdMode runs syncd on every director, all the time: there is no master
+// or backup role to switch, so activate and standby only make sure it runs
+// and, for a (re)started director, that it finished its bulk resync.
+type syncdMode struct {
+	peerMode string // multicast (default) or unicast
+	keyed    bool
+}
+
+func (m *syncdMode) name() string { return "syncd" }
+
+const syncdStatus = "127.0.0.1:9476"
+
+// config renders a director's syncd configuration. Directors find each
+// other on the sync LAN, 10.1.0.0/24, where director N is 10.1.0.N.
+func (m *syncdMode) config(f *drFleet, d *director, id int) string {
+	peer := "  mode: multicast\n  interface: eth1\n  group: 239.255.77.1\n  port: 8848\n  ttl: 1\n"
+	if m.peerMode == "unicast" {
+		peer = fmt.Sprintf("  mode: unicast\n  listen: 10.1.0.%d:8848\n  peers: [", id)
+		sep := ""
+		for i := range f.directors {
+			if i+1 != id {
+				peer += fmt.Sprintf("%s10.1.0.%d:8848", sep, i+1)
+				sep = ", "
+			}
+		}
+		peer += "]\n"
+	}
+	return fmt.Sprintf("node_id: %d\nnode_name: %s\nkey_file: /tmp/sync.key\nsyncid: 1\nstatus_listen: %s\npeer:\n%s", id, d.name, syncdStatus, peer)
+}
+
+func (m *syncdMode) start(t *testing.T, f *drFleet, d *director) {
+	t.Helper()
+	if !m.keyed {
+		f.g.Sh("umask 077 && syncd keygen > /tmp/sync.key")
+		m.keyed = true
+	}
+	if d.proc != nil {
+		return
+	}
+	id := 0
+	for i, x := range f.directors {
+		if x == d {
+			id = i + 1
+		}
+	}
+	f.g.Sh("cat > /tmp/%s.yaml <<'EOF'\n%sEOF", d.name, m.config(f, d, id))
+	d.proc = d.ns.Start("syncd", "run", "--config", "/tmp/"+d.name+".yaml")
+	waitReady(t, d)
+}
+
+// waitReady waits until the director's syncd says its bulk resync is done,
+// which is what saru waits for before the director may take traffic.
+func waitReady(t *testing.T, d *director) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if !waitFor(60*time.Second, func() bool {
+		_, err := d.ns.Try("syncd ready --status %s", syncdStatus)
+		return err == nil
+	}) {
+		t.Fatalf("syncd on %s not ready after 60 s; its log:\n%s", d.name, d.proc.Stderr())
+	}
+	return time.Since(start)
+}
+
+func (m *syncdMode) activate(t *testing.T, f *drFleet, d *director) { t.Helper(); m.start(t, f, d) }
+func (m *syncdMode) standby(t *testing.T, f *drFleet, d *director)  { t.Helper(); m.start(t, f, d) }
+
+func (m *syncdMode) down(t *testing.T, _ *drFleet, d *director) {
+	t.Helper()
+	if d.proc != nil {
+		d.proc.Kill() // SIGKILL: a crash, not a clean shutdown
+		d.proc = nil
+	}
+}
+
+type failoverResult struct {
+	Kernel []stepResult `json:"kernel"`
+	Syncd  []stepResult `json:"syncd"`
+}
+
+// TestFailover runs the two-director failover sequence twice in one boot,
+// first with the stock kernel daemons, then with syncd, and prints the two
+// side by side: the kernel baseline and the number syncd must beat.
+func TestFailover(t *testing.T) {
+	const conns = 50
+	res := lab.Run(t, lab.Options{Timeout: 8 * time.Minute}, func(t *testing.T, g *lab.Guest) failoverResult {
+		var r failoverResult
+		r.Kernel = failoverSequence(t, g, kernelSync{}, conns)
+		g.Reset()
+		r.Syncd = failoverSequence(t, g, &syncdMode{}, conns)
+		return r
+	})
+	t.Logf("\n50 long-lived TCP connections through two DR directors, VRRP-style VIP moves:\n%s",
+		sideBySide([]string{"kernel daemons", "syncd"}, res.Kernel, res.Syncd))
+	if len(res.Kernel) != 6 || len(res.Syncd) != 6 {
+		t.Fatalf("expected 6 steps per mode, got %d and %d", len(res.Kernel), len(res.Syncd))
+	}
+	if res.Kernel[1].Survived != conns {
+		t.Errorf("the stock daemons must carry every connection through the first failover: %+v", res.Kernel[1])
+	}
+	for _, s := range res.Syncd {
+		if s.Survived != conns {
+			t.Errorf("syncd: %s: %d of %d connections survived", s.Step, s.Survived, s.Conns)
+		}
+	}
+}
