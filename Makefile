@@ -5,13 +5,17 @@
 GO        ?= go
 export PATH := $(PATH):/usr/local/go/bin
 STATICCHECK_VERSION ?= v0.8.2
+# nfpm builds the .deb (make deb). v2.45.1 is the newest release whose
+# dependencies all come from the Go module proxy (v2.46+ need
+# go.digitalxero.dev modules the proxy refuses) and it builds with our Go.
+NFPM_VERSION ?= v2.45.1
 # Packages whose tests boot the qemu lab; they run one at a time because each
 # boot wants both cores.
 LAB_PKGS   = ./deploy/lab/...
 UNIT_PKGS  = $(shell $(GO) list ./... | grep -v /deploy/lab)
 TEST_FLAGS ?= -count=1
 
-.PHONY: all build test unit lab lab-setup bench lint demo clean
+.PHONY: all build test unit lab lab-setup bench lint demo clean deb
 
 all: build
 
@@ -34,8 +38,11 @@ lab: lab-setup
 lab-setup:
 	deploy/lab/setup.sh >/dev/null
 
-bench:
+# Go benchmarks, then the lab benchmark (stock master->backup against syncd
+# at the same offered load). Results and commands: docs/benchmarks.md.
+bench: lab-setup
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(UNIT_PKGS)
+	PEERLVS_LAB_BENCH=1 $(GO) test -count=1 -p 1 -v -timeout 20m -run 'TestBenchSyncLoad' ./deploy/lab/scenarios/
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -47,6 +54,17 @@ lint:
 # syncd, and prints the two survival tables side by side.
 demo: lab-setup
 	$(GO) test -count=1 -p 1 -v -timeout 20m -run 'TestFailover' ./deploy/lab/scenarios/
+
+# Debian package bin/peerlvs_<version>_<arch>.deb: static saru and syncd in
+# /usr/sbin, the units, example configs under /etc/peerlvs (conffiles) and
+# the docs; see deploy/deb/nfpm.yaml. Check with dpkg-deb -I / -c.
+DEB_VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//;s/-/+/g' | grep . || echo 0.0.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+DEB_ARCH    ?= $(shell $(GO) env GOARCH)
+deb:
+	@mkdir -p bin/deb
+	CGO_ENABLED=0 GOARCH=$(DEB_ARCH) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(DEB_VERSION)' -o bin/deb/ ./cmd/saru ./cmd/syncd
+	PEERLVS_VERSION='$(DEB_VERSION)' PEERLVS_ARCH='$(DEB_ARCH)' $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) \
+		package --config deploy/deb/nfpm.yaml --packager deb --target bin/
 
 clean:
 	rm -rf bin .cache/lab/runs .cache/lab/build

@@ -32,6 +32,7 @@ type fileConfig struct {
 	RealServerSubnets []string `yaml:"real_server_subnets"`
 	Table             string   `yaml:"table"`
 	ReadinessGrace    string   `yaml:"readiness_grace"`
+	SyncdStatus       string   `yaml:"syncd_status"`
 	HandoverStep      string   `yaml:"handover_step"`
 	HandoverHold      string   `yaml:"handover_hold"`
 	StatusListen      string   `yaml:"status_listen"`
@@ -53,6 +54,7 @@ type config struct {
 	RealServerSubnets []netip.Prefix
 	Table             string
 	ReadinessGrace    time.Duration
+	SyncdStatus       string // syncd's status endpoint, ip:port; "" = grace time only
 	HandoverStep      time.Duration
 	HandoverHold      time.Duration
 	StatusListen      string
@@ -171,6 +173,12 @@ func parseConfig(data []byte) (config, error) {
 		return d
 	}
 	c.ReadinessGrace = dur("readiness_grace", f.ReadinessGrace, 30*time.Second)
+	if f.SyncdStatus != "" {
+		if _, err := netip.ParseAddrPort(f.SyncdStatus); err != nil {
+			bad("syncd_status", "%q must be ip:port of syncd's status endpoint, e.g. 127.0.0.1:9476", f.SyncdStatus)
+		}
+		c.SyncdStatus = f.SyncdStatus
+	}
 	c.HandoverStep = dur("handover_step", f.HandoverStep, time.Second)
 	c.HandoverHold = dur("handover_hold", f.HandoverHold, 5*time.Second)
 	if c.StatusListen == "" {

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/peerlvs/peerlvs/filter"
+	"github.com/peerlvs/peerlvs/internal/sdnotify"
 	"github.com/peerlvs/peerlvs/saru/controller"
 	"github.com/peerlvs/peerlvs/saru/member"
+	"github.com/peerlvs/peerlvs/saru/syncready"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -54,7 +56,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ctl, err := controller.New(controller.Config{Membership: node, Applier: flt,
-		Readiness: controller.GraceReadiness{After: cfg.ReadinessGrace, Start: time.Now()},
+		Readiness: readiness(cfg),
 		Buckets:   cfg.Buckets, Seed: uint64(cfg.Seed), HandoverStep: cfg.HandoverStep, HandoverHold: cfg.HandoverHold,
 		Logger: log, Registry: reg})
 	if err != nil {
@@ -85,6 +87,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { done <- ctl.Run(ctx) }()
 	log.Info("saru running", zap.String("version", version), zap.String("gossip", node.LocalAddr()),
 		zap.String("status", cfg.StatusListen), zap.Duration("readiness_grace", cfg.ReadinessGrace))
+	_, _ = sdnotify.Notify(sdnotify.Ready) // gossip, controller and status endpoint are up (not: owning buckets)
 	for {
 		select {
 		case <-hup:
@@ -99,6 +102,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		break
 	}
 	log.Info("shutting down: leaving the fleet; nftables table stays (fail-safe)")
+	_, _ = sdnotify.Notify(sdnotify.Stopping)
 	runErr := <-done
 	if err := node.Leave(2 * time.Second); err != nil {
 		log.Warn("leave", zap.Error(err))
@@ -139,4 +143,13 @@ func statusHandler(ctl *controller.Controller, cfg config, reg *prometheus.Regis
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// readiness is syncd's word when syncd_status is configured, bounded by the
+// grace time, and the grace time alone otherwise.
+func readiness(cfg config) controller.ReadinessSource {
+	if cfg.SyncdStatus == "" {
+		return controller.GraceReadiness{After: cfg.ReadinessGrace, Start: time.Now()}
+	}
+	return syncready.Source{URL: "http://" + cfg.SyncdStatus + "/ready", Timeout: cfg.ReadinessGrace, Start: time.Now()}
 }

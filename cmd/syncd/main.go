@@ -38,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 
+	"github.com/peerlvs/peerlvs/internal/sdnotify"
 	"github.com/peerlvs/peerlvs/syncd/daemon"
 )
 
@@ -232,6 +233,7 @@ func serve(ctx context.Context, cfg daemon.Config, notice func(*zap.Logger)) err
 		for {
 			select {
 			case <-ctx.Done():
+				_, _ = sdnotify.Notify(sdnotify.Stopping)
 				return
 			case <-hup:
 				if err := d.Reload(); err != nil {
@@ -240,6 +242,7 @@ func serve(ctx context.Context, cfg daemon.Config, notice func(*zap.Logger)) err
 			}
 		}
 	}()
+	go sdnotify.NotifyWhen(ctx, 100*time.Millisecond, sdnotify.HandlerOK(d.Handler(), "/ready"), sdnotify.Ready) // bulk resync complete
 	if err := d.Run(ctx); err != nil {
 		log.Error("syncd failed", zap.Error(err))
 		return err

@@ -285,12 +285,19 @@ func boot(t *testing.T, opts Options) []byte {
 	if guestTimeout < 30*time.Second {
 		guestTimeout = timeout
 	}
+	// The guest half sees the same CI and PEERLVS_* settings as the host.
+	var env strings.Builder
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		if (k == "CI" || strings.HasPrefix(k, "PEERLVS_")) && k != envGuest && k != envResult {
+			fmt.Fprintf(&env, "export %s=%q\n", k, v)
+		}
+	}
 	script := fmt.Sprintf(`set -o pipefail
 export %s=1 %s=/mnt/host/result.json
-export CI=%q
-cd /tmp
+%scd /tmp
 /lab/scenario.test -test.run '%s' -test.v -test.count=1 -test.timeout=%s 2>&1 | tee /mnt/host/guest.out
-`, envGuest, envResult, os.Getenv("CI"), runPattern(t.Name()), guestTimeout)
+`, envGuest, envResult, env.String(), runPattern(t.Name()), guestTimeout)
 	res := h.qemu(dir, h.accel, script, opts)
 	console, _ := os.ReadFile(filepath.Join(dir, "console.log"))
 	if res.err != nil && !bytes.Contains(console, []byte("lab: guest kernel")) {

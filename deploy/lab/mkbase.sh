@@ -25,6 +25,9 @@ for applet in $(/bin/busybox --list); do
 	esac
 	[ -e "$tree/bin/$applet" ] || ln -s busybox "$tree/bin/$applet"
 done
+# The kernel loads modules on demand (an nftables expression, say) through
+# /sbin/modprobe; without it such requests fail with ENOENT.
+ln -s /bin/busybox "$tree/sbin/modprobe"
 
 copy_with_libs() {
 	local bin=$1 dest=$2
@@ -58,7 +61,7 @@ modules=(
 	crc32c_generic
 	ip_vs ip_vs_rr ip_vs_wrr ip_vs_wlc ip_vs_lc ip_vs_sh ip_vs_mh ip_vs_ftp
 	nf_conntrack nf_defrag_ipv4 nf_defrag_ipv6 nf_nat
-	nf_tables nft_hash nft_ct nft_numgen nft_chain_nat nft_fib_inet nft_reject_inet nft_limit nft_log nft_quota
+	nf_tables nft_hash nft_ct nft_numgen nft_objref nft_chain_nat nft_nat nft_masq nft_redir nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_reject_inet nft_limit nft_log nft_quota nft_connlimit nft_socket
 	veth dummy bridge ipip ip6_tunnel sch_netem
 	9p 9pnet_virtio virtio_pci
 )

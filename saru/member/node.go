@@ -158,13 +158,16 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// Start joins the seeds once (failure is logged, not fatal: the first
-// director of a fleet has nobody to join) and keeps rejoining them until
-// ctx ends or the node shuts down.
+// Start joins the seeds in the background (failure is logged, not fatal:
+// the first director of a fleet has nobody to join) and keeps rejoining them
+// until ctx ends or the node shuts down.
 func (n *Node) Start(ctx context.Context) {
-	n.join()
+	// Joining happens in the background: a seed that is down costs a TCP
+	// timeout, and a director booting while its peers are down must still
+	// install its rules and serve its status at once.
 	go func() {
 		defer close(n.done)
+		n.join()
 		t := time.NewTicker(n.cfg.RejoinInterval)
 		defer t.Stop()
 		for {

@@ -107,15 +107,15 @@ type holder struct {
 	p *lab.Proc
 }
 
-func startHolder(t *testing.T, client *lab.NS, conns int, interval time.Duration) *holder {
+func startHolder(t *testing.T, client *lab.NS, conns int, interval time.Duration, extra ...string) *holder {
 	t.Helper()
-	p := client.Start("labtraffic", "hold",
+	args := append([]string{"hold",
 		"-target", fmt.Sprintf("%s:%d", vip, vipPort),
 		"-conns", fmt.Sprint(conns),
 		"-interval", interval.String(),
 		"-stall", "1s",
-		"-duration", "10m")
-	return &holder{p: p}
+		"-duration", "15m"}, extra...)
+	return &holder{p: client.Start("labtraffic", args...)}
 }
 
 func (h *holder) report(t *testing.T) traffic.Report {

@@ -1,0 +1,49 @@
+// Package syncready tells saru whether the local syncd has received the
+// whole live connection table, so that a director takes buckets only once it
+// can carry every connection in them. It asks syncd's local status endpoint;
+// it must not decide anything about ownership itself.
+package syncready
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// Source is a controller.ReadinessSource backed by syncd's GET /ready.
+//
+// A director whose syncd never answers would otherwise stay out of the fleet
+// forever, so after Timeout since Start it counts as ready anyway (the
+// design's "bulk resync complete, or a bounded timeout"); Timeout 0 waits for
+// syncd without a bound.
+type Source struct {
+	URL     string // e.g. http://127.0.0.1:9476/ready
+	Timeout time.Duration
+	Start   time.Time
+	Client  *http.Client // nil: a client with a 2 s timeout
+}
+
+// Ready implements controller.ReadinessSource. An unreachable syncd is not an
+// error: before the timeout it only means "not yet".
+func (s Source) Ready(ctx context.Context) (bool, error) {
+	if s.Timeout > 0 && time.Since(s.Start) >= s.Timeout {
+		return true, nil
+	}
+	c := s.Client
+	if c == nil {
+		c = &http.Client{Timeout: 2 * time.Second}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
+	if err != nil {
+		return false, fmt.Errorf("syncd readiness URL %q: %w", s.URL, err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false, nil
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode == http.StatusOK, nil
+}
