@@ -205,10 +205,9 @@ func BenchmarkBulkResyncLoopback(b *testing.B) {
 		rate   int
 		rcvbuf int
 	}{
-		{"rate=prod", 0, 0},
-		{"rate=unlimited", 1 << 40, 0},
-		{"rate=prod/rcvbuf=4M", 0, 4 << 20},
-		{"rate=unlimited/rcvbuf=4M", 1 << 40, 4 << 20},
+		{"rate=prod/rcvbuf=default", 0, 0},
+		{"rate=unlimited/rcvbuf=default", 1 << 40, 0},
+		{"rate=prod/rcvbuf=212992", 0, 212992},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			for range b.N {

@@ -95,6 +95,10 @@ type PeerConfig struct {
 	MTU int `yaml:"mtu"`
 	// BulkRate is the bulk dump pace, entries/s [1,000,000].
 	BulkRate int `yaml:"bulk_rate"`
+	// RecvBuffer is the peer socket's receive buffer in bytes [8 MiB]: a
+	// bulk dump arrives in bursts of thousands of frames, and the kernel's
+	// default (~200 KiB, about 90 frames) drops most of them.
+	RecvBuffer int `yaml:"recv_buffer"`
 	// AliveInterval, BulkWait: protocol timings (see peer.Config) [1s, 3s].
 	AliveInterval time.Duration `yaml:"alive_interval"`
 	BulkWait      time.Duration `yaml:"bulk_wait"`
@@ -261,6 +265,9 @@ func (c Config) Validate() error {
 		}
 	} else if p.MTU < peer.MinMTU || p.MTU > peer.MaxMTU {
 		bad("peer.mtu: %d is out of range; use %d..%d (default %d)", p.MTU, peer.MinMTU, peer.MaxMTU, peer.DefaultMTU)
+	}
+	if p.RecvBuffer < 0 {
+		bad("peer.recv_buffer: %d is negative; use bytes, 0 for the default", p.RecvBuffer)
 	}
 	if p.BulkRate < 0 {
 		bad("peer.bulk_rate: %d is negative; use entries per second, 0 for the default", p.BulkRate)

@@ -369,17 +369,20 @@ func (e *engine) tick(now time.Time) {
 		if len(e.idle) > 0 {
 			e.refreshIdle(now)
 		}
-		if !e.ready.Load() && e.node.Ready() {
-			e.readyAt = now
-			e.ready.Store(true)
-			e.log.Info("bulk resync complete: ready",
-				zap.Duration("took", now.Sub(e.started)), zap.Int("entries", e.tbl.Len()))
-		}
 	} else {
 		e.compat.tick(e, now)
 	}
 	e.inj.seal()
 	e.inj.pump()
+	// Ready means the kernel has the table, not just syncd: saru hands this
+	// director buckets as soon as it says so, so the injection queue the
+	// bulk dump filled must have drained first.
+	if e.node != nil && !e.ready.Load() && e.node.Ready() && len(e.inj.queue) == 0 {
+		e.readyAt = now
+		e.ready.Store(true)
+		e.log.Info("bulk resync complete and injected: ready",
+			zap.Duration("took", now.Sub(e.started)), zap.Int("entries", e.tbl.Len()))
+	}
 	e.publishMaybe(now)
 }
 

@@ -98,7 +98,38 @@ func openUDP(p PeerConfig) (*udpTransport, error) {
 			}
 		}
 	}
+	size := p.RecvBuffer
+	if size == 0 {
+		size = DefaultRecvBuffer
+	}
+	if err := setRecvBuffer(t.conn, size); err != nil {
+		t.conn.Close()
+		return nil, fmt.Errorf("peer transport: receive buffer of %d bytes: %w", size, err)
+	}
 	return t, nil
+}
+
+// DefaultRecvBuffer is the peer socket's receive buffer unless configured.
+const DefaultRecvBuffer = 8 << 20
+
+// setRecvBuffer sizes the socket's receive buffer. SO_RCVBUFFORCE, which
+// needs CAP_NET_ADMIN (syncd has it anyway), is not capped by
+// net.core.rmem_max; without the capability the capped size is used.
+func setRecvBuffer(c *net.UDPConn, size int) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return c.SetReadBuffer(size)
+	}
+	return nil
 }
 
 // multicastOpts sets the outgoing interface, TTL and loopback off.

@@ -350,6 +350,10 @@ func (n *Node) Receive(b []byte, now time.Time) error {
 		// A new run starts its update numbers afresh; what the old run
 		// asked of us it will ask again.
 		*p = peerState{id: id, inc: f.Incarnation}
+		// Answer a newcomer with an ALIVE at the next tick rather than
+		// within AliveInterval: a joining node waits for a ready peer's
+		// ALIVE before it asks for the bulk dump.
+		n.lastAlive = time.Time{}
 		n.dump.drop(id)
 		if n.bulk.from == id {
 			n.bulk.from = 0
