@@ -49,22 +49,12 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-# The main job: the lab demo. Until the three-director fleet lands it runs the
-# two-director failover sequence with the stock kernel daemons and then with
-# syncd, and prints the two survival tables side by side.
+# The main job: the lab demo. It boots the lab twice: two directors failing
+# over with the stock kernel daemons and then with syncd (side by side), and
+# the three-director active-active fleet (saru + syncd) through six events,
+# with a live view of the events; each ends with its table.
 demo: lab-setup
-	$(GO) test -count=1 -p 1 -v -timeout 20m -run 'TestFailover' ./deploy/lab/scenarios/
-
-# Debian package bin/peerlvs_<version>_<arch>.deb: static saru and syncd in
-# /usr/sbin, the units, example configs under /etc/peerlvs (conffiles) and
-# the docs; see deploy/deb/nfpm.yaml. Check with dpkg-deb -I / -c.
-DEB_VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//;s/-/+/g' | grep . || echo 0.0.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
-DEB_ARCH    ?= $(shell $(GO) env GOARCH)
-deb:
-	@mkdir -p bin/deb
-	CGO_ENABLED=0 GOARCH=$(DEB_ARCH) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(DEB_VERSION)' -o bin/deb/ ./cmd/saru ./cmd/syncd
-	PEERLVS_VERSION='$(DEB_VERSION)' PEERLVS_ARCH='$(DEB_ARCH)' $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) \
-		package --config deploy/deb/nfpm.yaml --packager deb --target bin/
+	PEERLVS_LAB_LIVE=1 $(GO) test -count=1 -p 1 -v -timeout 20m -run 'TestFailover$$|TestFleet$$' ./deploy/lab/scenarios/
 
 clean:
 	rm -rf bin .cache/lab/runs .cache/lab/build

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -298,7 +299,9 @@ export %s=1 %s=/mnt/host/result.json
 %scd /tmp
 /lab/scenario.test -test.run '%s' -test.v -test.count=1 -test.timeout=%s 2>&1 | tee /mnt/host/guest.out
 `, envGuest, envResult, env.String(), runPattern(t.Name()), guestTimeout)
+	stopLive := showLive(filepath.Join(dir, "console.log"))
 	res := h.qemu(dir, h.accel, script, opts)
+	stopLive()
 	console, _ := os.ReadFile(filepath.Join(dir, "console.log"))
 	if res.err != nil && !bytes.Contains(console, []byte("lab: guest kernel")) {
 		// The guest died before init ran: an emulation hiccup on a loaded
@@ -324,6 +327,54 @@ export %s=1 %s=/mnt/host/result.json
 		t.Fatalf("lab: the guest passed but left no result: %v\n--- guest console ---\n%s", err, tail(console, 80))
 	}
 	return raw
+}
+
+// showLive copies the guest's "live:" lines to standard error while the
+// guest runs, when PEERLVS_LAB_LIVE=1 (make demo): a person watching sees the
+// events as they happen instead of a table at the end. It returns a function
+// that stops it after a last read.
+func showLive(console string) (stop func()) {
+	if os.Getenv(envLive) != "1" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var off int64
+		var partial string
+		read := func() {
+			f, err := os.Open(console)
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			if _, err := f.Seek(off, io.SeekStart); err != nil {
+				return
+			}
+			b, _ := io.ReadAll(f)
+			off += int64(len(b))
+			lines := strings.Split(partial+string(b), "\n")
+			partial = lines[len(lines)-1]
+			for _, l := range lines[:len(lines)-1] {
+				if i := strings.Index(l, "live: "); i >= 0 {
+					fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), strings.TrimRight(l[i+len("live: "):], "\r"))
+				}
+			}
+		}
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				read()
+				return
+			case <-t.C:
+				read()
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // tail returns the last n lines of b.

@@ -32,6 +32,7 @@ const (
 	envResult = "PEERLVS_LAB_RESULT" // where the guest writes its result
 	envAccel  = "PEERLVS_LAB_ACCEL"  // force "tcg" or "kvm" on the host
 	envSkip   = "PEERLVS_LAB_SKIP"   // "1": skip lab tests (refused under CI)
+	envLive   = "PEERLVS_LAB_LIVE"   // "1": show the guest's "live:" lines while it runs
 )
 
 // InGuest reports whether this process runs inside the lab guest.
