@@ -56,5 +56,16 @@ lint:
 demo: lab-setup
 	PEERLVS_LAB_LIVE=1 $(GO) test -count=1 -p 1 -v -timeout 20m -run 'TestFailover$$|TestFleet$$' ./deploy/lab/scenarios/
 
+# Debian package bin/peerlvs_<version>_<arch>.deb: static saru and syncd in
+# /usr/sbin, the units, example configs under /etc/peerlvs (conffiles) and
+# the docs; see deploy/deb/nfpm.yaml. Check with dpkg-deb -I / -c.
+DEB_VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//;s/-/+/g' | grep . || echo 0.0.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+DEB_ARCH    ?= $(shell $(GO) env GOARCH)
+deb:
+	@mkdir -p bin/deb
+	CGO_ENABLED=0 GOARCH=$(DEB_ARCH) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(DEB_VERSION)' -o bin/deb/ ./cmd/saru ./cmd/syncd
+	PEERLVS_VERSION='$(DEB_VERSION)' PEERLVS_ARCH='$(DEB_ARCH)' $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) \
+		package --config deploy/deb/nfpm.yaml --packager deb --target bin/
+
 clean:
 	rm -rf bin .cache/lab/runs .cache/lab/build
