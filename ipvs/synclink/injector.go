@@ -121,7 +121,7 @@ func injectorSockopts(fd int, ifname string, ifindex int, v6 bool) error {
 // link's first IPv4 address of global scope.
 func globalAddr4(link netlink.Link) (netip.Addr, error) {
 	name := link.Attrs().Name
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := addrList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("synclink: list addresses of %s: %w", name, err)
 	}

@@ -224,7 +224,7 @@ func waitIPv6(link netlink.Link, timeout time.Duration) error {
 	}
 	deadline := time.Now().Add(timeout)
 	for {
-		addrs, err := netlink.AddrList(link, netlink.FAMILY_V6)
+		addrs, err := addrList(link, netlink.FAMILY_V6)
 		if err != nil {
 			return fmt.Errorf("synclink: list IPv6 addresses of %s: %w", name, err)
 		}
@@ -245,7 +245,7 @@ func waitIPv6(link netlink.Link, timeout time.Duration) error {
 // whichever comes first.
 func ensureAddr(link netlink.Link, want netip.Prefix, family int, exclusive bool) error {
 	name := link.Attrs().Name
-	addrs, err := netlink.AddrList(link, family)
+	addrs, err := addrList(link, family)
 	if err != nil {
 		return fmt.Errorf("synclink: list addresses of %s: %w", name, explain(err))
 	}
@@ -310,4 +310,18 @@ func explain(err error) error {
 		return fmt.Errorf("%w (needs CAP_NET_ADMIN: run as root or grant the capability)", err)
 	}
 	return err
+}
+
+// addrList is netlink.AddrList retried when the kernel flags the dump as
+// interrupted (the address list changed while it was read, as when IPv6
+// autoconfiguration runs right after the link comes up): the library reports
+// that as EINTR, and a fresh dump is consistent.
+func addrList(link netlink.Link, family int) ([]netlink.Addr, error) {
+	for i := 0; ; i++ {
+		addrs, err := netlink.AddrList(link, family)
+		if err == nil || !errors.Is(err, unix.EINTR) || i == 9 {
+			return addrs, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
