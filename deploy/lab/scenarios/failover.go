@@ -89,6 +89,12 @@ func (f *drFleet) buildDirector(t *testing.T, d *director) {
 func (f *drFleet) reboot(t *testing.T, d *director) {
 	t.Helper()
 	f.g.Sh("ip netns del %s", d.name)
+	// The namespace itself may live on for a while (an orphaned socket
+	// still retransmitting holds it), and with it the veth pairs whose names
+	// the rebuilt director reuses: remove them from this side.
+	for _, dev := range []string{d.frontDev, d.syncDev} {
+		_, _ = f.g.Try("ip link del %s", dev)
+	}
 	f.buildDirector(t, d)
 }
 
