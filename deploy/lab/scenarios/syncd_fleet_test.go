@@ -245,3 +245,52 @@ func TestSyncdRestart(t *testing.T) {
 		t.Errorf("held %d, open after failover %d; want %d", res.Held, res.AfterMove, conns)
 	}
 }
+
+type transportResult struct {
+	Mode    string `json:"mode"`
+	Held    int    `json:"held"`
+	Missing int    `json:"missing"`
+}
+
+// TestSyncdTransports: the peer transports the other scenarios do not use,
+// unicast over IPv4 and multicast and unicast over IPv6, each carrying
+// connections made through d1 into the kernels of d2 and d3.
+func TestSyncdTransports(t *testing.T) {
+	res := lab.Run(t, lab.Options{}, func(t *testing.T, g *lab.Guest) []transportResult {
+		var out []transportResult
+		for _, mode := range []string{"unicast", "multicast6", "unicast6"} {
+			f := newDRFleet(t, g, 3)
+			for i, d := range f.directors {
+				d.ns.Sh("ip addr add fd01::%d/64 dev eth1 nodad", i+1)
+			}
+			m := &syncdMode{peerMode: mode}
+			for _, d := range f.directors {
+				m.start(t, f, d)
+			}
+			f.takeVIP(t, f.directors[0])
+			h := startHolder(t, f.client, 5, 200*time.Millisecond)
+			h.waitOpen(t, 5, 30*time.Second)
+			time.Sleep(kernelSyncDelay)
+			held := heldConns(h.report(t))
+			r := transportResult{Mode: mode, Held: len(held)}
+			waitFor(10*time.Second, func() bool {
+				r.Missing = 0
+				for _, d := range f.directors[1:] {
+					r.Missing += len(missingOn(t, d, held))
+				}
+				return r.Missing == 0
+			})
+			t.Logf("%s: %d connections, %d missing on d2+d3", mode, r.Held, r.Missing)
+			out = append(out, r)
+			g.Reset()
+		}
+		return out
+	})
+	for _, r := range res {
+		if r.Held != 5 || r.Missing != 0 {
+			t.Errorf("%s: held %d, missing on peers %d", r.Mode, r.Held, r.Missing)
+		} else {
+			t.Logf("%s: all %d connections reached both peers' kernels", r.Mode, r.Held)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 // or backup role to switch, so activate and standby only make sure it runs
 // and, for a (re)started director, that it finished its bulk resync.
 type syncdMode struct {
-	peerMode string // multicast (default) or unicast
+	peerMode string // multicast (default), unicast, multicast6 or unicast6
 	keyed    bool
 }
 
@@ -24,12 +25,20 @@ const syncdStatus = "127.0.0.1:9476"
 // other on the sync LAN, 10.1.0.0/24, where director N is 10.1.0.N.
 func (m *syncdMode) config(f *drFleet, d *director, id int) string {
 	peer := "  mode: multicast\n  interface: eth1\n  group: 239.255.77.1\n  port: 8848\n  ttl: 1\n"
-	if m.peerMode == "unicast" {
-		peer = fmt.Sprintf("  mode: unicast\n  listen: 10.1.0.%d:8848\n  peers: [", id)
+	addr := func(n int) string { return fmt.Sprintf("10.1.0.%d:8848", n) }
+	if strings.HasSuffix(m.peerMode, "6") {
+		// Directors also have fd01::N on the sync LAN (see TestSyncdTransports).
+		addr = func(n int) string { return fmt.Sprintf("[fd01::%d]:8848", n) }
+	}
+	switch m.peerMode {
+	case "multicast6":
+		peer = "  mode: multicast\n  interface: eth1\n  group: ff12::8848:1\n  port: 8848\n  ttl: 1\n"
+	case "unicast", "unicast6":
+		peer = fmt.Sprintf("  mode: unicast\n  listen: \"%s\"\n  peers: [", addr(id))
 		sep := ""
 		for i := range f.directors {
 			if i+1 != id {
-				peer += fmt.Sprintf("%s10.1.0.%d:8848", sep, i+1)
+				peer += fmt.Sprintf("%s\"%s\"", sep, addr(i+1))
 				sep = ", "
 			}
 		}
