@@ -82,6 +82,38 @@ func converge(t *testing.T, f *drFleet, held []string, within time.Duration) tim
 	return 0
 }
 
+// holdThroughEach moves the VIP to each director in turn and opens n
+// long-lived connections through each, aged past kernelSyncDelay so that
+// they are synced before the VIP moves on.
+func holdThroughEach(t *testing.T, f *drFleet, ds []*director, n int) []*holder {
+	t.Helper()
+	var holders []*holder
+	var prev *director
+	for _, d := range ds {
+		if prev != nil {
+			f.dropVIP(t, prev)
+		}
+		f.takeVIP(t, d)
+		prev = d
+		h := startHolder(t, f.client, n, 200*time.Millisecond)
+		h.waitOpen(t, n, 30*time.Second)
+		time.Sleep(kernelSyncDelay)
+		holders = append(holders, h)
+	}
+	return holders
+}
+
+// heldAll counts the holders' open connections and lists their client ends.
+func heldAll(t *testing.T, holders []*holder) (open int, held []string) {
+	t.Helper()
+	for _, h := range holders {
+		rep := h.report(t)
+		open += rep.Open
+		held = append(held, heldConns(rep)...)
+	}
+	return open, held
+}
+
 type p2pResult struct {
 	Held        int     `json:"held"`
 	Survived    int     `json:"survived"`
@@ -99,26 +131,10 @@ func TestSyncdPeerToPeer(t *testing.T) {
 		for _, d := range f.directors {
 			mode.start(t, f, d)
 		}
-		var holders []*holder
-		var prev *director
-		for _, d := range f.directors {
-			if prev != nil {
-				f.dropVIP(t, prev)
-			}
-			f.takeVIP(t, d)
-			prev = d
-			h := startHolder(t, f.client, 5, 200*time.Millisecond)
-			h.waitOpen(t, 5, 30*time.Second)
-			time.Sleep(kernelSyncDelay)
-			holders = append(holders, h)
-		}
+		holders := holdThroughEach(t, f, f.directors, 5)
 		var r p2pResult
 		var held []string
-		for _, h := range holders {
-			rep := h.report(t)
-			r.Survived += rep.Open
-			held = append(held, heldConns(rep)...)
-		}
+		r.Survived, held = heldAll(t, holders)
 		r.Held = len(held)
 		r.ConvergeMS = float64(converge(t, f, held, 10*time.Second).Milliseconds())
 		r.PerDirector = map[string]int{}
@@ -156,29 +172,13 @@ func TestSyncdLoss(t *testing.T) {
 			d.ns.Sh("tc qdisc add dev eth1 root netem loss 20%%")
 		}
 		r.Netem = f.directors[0].ns.Sh("tc qdisc show dev eth1")
-		var holders []*holder
-		var prev *director
-		for _, d := range f.directors[:2] {
-			if prev != nil {
-				f.dropVIP(t, prev)
-			}
-			f.takeVIP(t, d)
-			prev = d
-			h := startHolder(t, f.client, 20, 200*time.Millisecond)
-			h.waitOpen(t, 20, 30*time.Second)
-			time.Sleep(kernelSyncDelay)
-			holders = append(holders, h)
-		}
+		holders := holdThroughEach(t, f, f.directors[:2], 20)
 		time.Sleep(3 * time.Second)
 		for _, d := range f.directors {
 			d.ns.Sh("tc qdisc del dev eth1 root")
 		}
 		var held []string
-		for _, h := range holders {
-			rep := h.report(t)
-			r.Survived += rep.Open
-			held = append(held, heldConns(rep)...)
-		}
+		r.Survived, held = heldAll(t, holders)
 		r.Held = len(held)
 		r.ConvergeMS = float64(converge(t, f, held, 10*time.Second).Milliseconds())
 		return r
