@@ -282,22 +282,31 @@ func cmdConns(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	code, b, err := statusGet(ctx, *addr, "/conns")
-	if err != nil {
-		return err
-	}
-	if code != http.StatusOK {
-		return fmt.Errorf("status endpoint: %d %s", code, strings.TrimSpace(string(b)))
-	}
-	if *js {
-		_, err := stdout.Write(b)
-		return err
-	}
 	var cs []daemon.ConnJSON
-	if err := json.Unmarshal(b, &cs); err != nil {
-		return fmt.Errorf("status endpoint: bad /conns answer: %w", err)
+	if done, err := fetchJSON(ctx, *addr, "/conns", *js, stdout, &cs); done || err != nil {
+		return err
 	}
 	return renderConns(stdout, cs)
+}
+
+// fetchJSON GETs path from the status endpoint. With raw it copies the JSON
+// to stdout and reports done; otherwise it decodes it into v.
+func fetchJSON(ctx context.Context, addr, path string, raw bool, stdout io.Writer, v any) (done bool, err error) {
+	code, b, err := statusGet(ctx, addr, path)
+	if err != nil {
+		return false, err
+	}
+	if code != http.StatusOK {
+		return false, fmt.Errorf("status endpoint: %d %s", code, strings.TrimSpace(string(b)))
+	}
+	if raw {
+		_, err := stdout.Write(b)
+		return true, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("status endpoint: bad %s answer: %w", path, err)
+	}
+	return false, nil
 }
 
 // renderConns prints connections in ipvsadm -Lcn columns plus owner and
@@ -320,20 +329,9 @@ func cmdStats(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	code, b, err := statusGet(ctx, *addr, "/stats")
-	if err != nil {
-		return err
-	}
-	if code != http.StatusOK {
-		return fmt.Errorf("status endpoint: %d %s", code, strings.TrimSpace(string(b)))
-	}
-	if *js {
-		_, err := stdout.Write(b)
-		return err
-	}
 	var s daemon.Status
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("status endpoint: bad /stats answer: %w", err)
+	if done, err := fetchJSON(ctx, *addr, "/stats", *js, stdout, &s); done || err != nil {
+		return err
 	}
 	return renderStats(stdout, &s)
 }
