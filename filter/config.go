@@ -3,6 +3,7 @@ package filter
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"time"
@@ -19,6 +20,13 @@ const MaxBuckets = 1 << 20
 // DefaultFlowTimeout bounds how long the handover memory of one new flow
 // lives. A planned move must finish well within it.
 const DefaultFlowTimeout = 10 * time.Minute
+
+// DefaultMark is the packet-mark bit that carries saru's liveness from the
+// liveness table to the main table unless Config.Mark says otherwise. It
+// is set and cleared again before any other table of ordinary priority
+// runs, so it only has to be free below priority -450; it stays clear of
+// the bits kube-proxy (0x4000, 0x8000) and small IPVS fwmarks use.
+const DefaultMark = 0x1000
 
 // Priority of the prerouting base chain. It runs before defragmentation
 // (-400), before raw (-300) and conntrack (-200), and so long before IPVS,
@@ -54,6 +62,9 @@ type Config struct {
 	// FlowTimeout bounds the handover memory of a flow; DefaultFlowTimeout
 	// if zero.
 	FlowTimeout time.Duration
+	// Mark is the single packet-mark bit the liveness table sets and the
+	// main table tests and clears; DefaultMark if zero.
+	Mark uint32
 }
 
 // Hasher returns the userspace twin of the rules c renders.
@@ -68,8 +79,14 @@ func (c Config) normalize() (Config, error) {
 	if c.Table == "" {
 		c.Table = DefaultTable
 	}
-	if len(c.Table) > 255 {
-		errs = append(errs, errors.New("table name longer than 255 bytes"))
+	if len(c.Table) > 250 {
+		errs = append(errs, errors.New("table name longer than 250 bytes (the liveness table adds \"_live\")"))
+	}
+	if c.Mark == 0 {
+		c.Mark = DefaultMark
+	}
+	if bits.OnesCount32(c.Mark) != 1 {
+		errs = append(errs, fmt.Errorf("mark %#x must be a single bit", c.Mark))
 	}
 	if !c.Sense.valid() {
 		errs = append(errs, fmt.Errorf("invalid sense %d", c.Sense))

@@ -57,19 +57,36 @@
 //
 // # When saru dies
 //
-// The table is an ordinary table, not owned by the netlink socket that made
-// it (no NFT_TABLE_F_OWNER), so it outlives the daemon: the director keeps
-// accepting only its last buckets. That is safe (no two directors accept
-// the same new flow); the dead director's buckets are lost until the
-// survivors' saru declare it dead and reallocate them. A table that vanished
-// with the daemon would turn "drop unless mine" into "everyone accepts
-// everything". Remove tears the table down and is meant only for an
-// operator's explicit request.
+// The main table is an ordinary table: it outlives the daemon, keeping its
+// buckets for a restarted daemon to read and for an operator to inspect.
+// But it enforces them only while saru runs. A second table, inet
+// peerlvs_live, is created with NFT_TABLE_F_OWNER on a netlink socket the
+// Filter holds from its first Apply until Close; the kernel deletes such a
+// table the moment that socket closes, which a crash (even SIGKILL) does,
+// and refuses changes to it from any other socket. Its one base chain, at
+// priority -451, sets a bit of the packet mark (Config.Mark) on every
+// packet; the main table's first rule sends packets without the bit to the
+// orphaned chain, which drops everything addressed to a VIP and every NAT
+// reply, and its second rule clears the bit, so no later table or IPVS
+// fwmark service sees it.
+//
+// So a director whose saru died accepts no flow at all: it cannot accept a
+// flow the survivors take over once they have declared it dead, and its
+// buckets go unserved only until they do (the failure detection time).
+// Keeping the last buckets instead would make two directors accept the
+// same new flows for as long as the dead director's rules lived; removing
+// the table would make it accept everything. A restarted saru owns nothing
+// until it is ready, so it withdraws the stale buckets before it arms.
+// Remove tears both tables down and is meant only for an operator's
+// explicit request. A hung (not dead) saru keeps its socket and so its
+// buckets; memberlist declares it dead all the same, which is the one case
+// where two directors may accept the same new flows.
 //
 // # Counters
 //
 // Each rule counts into a named counter object (owned_accepted,
-// foreign_dropped, fragment_accepted, handover_{out,in}_{accepted,dropped}),
+// foreign_dropped, fragment_accepted, handover_{out,in}_{accepted,dropped},
+// orphaned_dropped),
 // summed over families and directions and read with Counters. The owned
 // set carries a counter per element, read with BucketCounters: it costs one
 // counter update on the lookup that already accepts the packet. Foreign

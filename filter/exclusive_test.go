@@ -172,10 +172,7 @@ func TestExclusivity(t *testing.T) {
 			}
 			fs := make([]*Filter, len(l.dirs))
 			for i, d := range l.dirs {
-				f, err := New(cfg, WithNetNSFd(d.fd))
-				if err != nil {
-					t.Fatal(err)
-				}
+				f := newFilter(t, cfg, d.fd)
 				fs[i] = f
 			}
 			runExclusivity(t, l, fs, r)

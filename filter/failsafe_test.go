@@ -47,8 +47,12 @@ func TestFailSafeChild(t *testing.T) {
 	time.Sleep(60 * time.Second) // bounded: the parent kills us long before
 }
 
-// TestFailSafe kills the applying process with SIGKILL and checks that the
-// table outlives it and still drops the buckets it did not own.
+// TestFailSafe kills the applying process with SIGKILL and checks the
+// choice documented in the package: the rules stay, but with their owner
+// gone they accept no flow for the VIPs, so the dead director cannot
+// accept a flow its survivors take over. A restarted daemon brings them
+// back to life, a second daemon on the same host is refused, and Close
+// withdraws them as a crash does.
 func TestFailSafe(t *testing.T) {
 	requireRoot(t)
 	ns := newNS(t, "failsafe")
@@ -77,65 +81,120 @@ func TestFailSafe(t *testing.T) {
 		_ = cmd.Wait()
 		t.Fatal("child never applied")
 	}
+
+	observer, err := New(failsafeConfig(), WithNetNSFd(ns.fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd := newSender(ns, "lo")
+	snd.pace = 100
+	h := observer.Hasher()
+	var prev Counters
+	// send offers 400 flows and returns how the counters moved, and how
+	// many of the flows fall in failsafeOwned.
+	send := func() (Counters, uint64) {
+		t.Helper()
+		var owned uint64
+		for i := 0; i < 400; i++ {
+			c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), uint16(2000+i))
+			if slices.Contains(failsafeOwned, h.Bucket(Flow{Proto: ProtoUDP, Src: c})) {
+				owned++
+			}
+			if err := snd.send(make(net.HardwareAddr, 6), pkt{proto: ProtoUDP, src: c, dst: netip.AddrPortFrom(vip4, 53)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The kernel drains the backlog of received frames when it gets
+		// to it: wait (boundedly) until every frame was judged.
+		var cnt Counters
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var err error
+			if cnt, err = observer.Counters(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			judged := cnt.OwnedAccepted.Packets + cnt.ForeignDropped.Packets + cnt.OrphanedDropped.Packets -
+				prev.OwnedAccepted.Packets - prev.ForeignDropped.Packets - prev.OrphanedDropped.Packets
+			if judged >= 400 || time.Now().After(deadline) {
+				break
+			}
+		}
+		d := Counters{
+			OwnedAccepted:   Count{Packets: cnt.OwnedAccepted.Packets - prev.OwnedAccepted.Packets},
+			ForeignDropped:  Count{Packets: cnt.ForeignDropped.Packets - prev.ForeignDropped.Packets},
+			OrphanedDropped: Count{Packets: cnt.OrphanedDropped.Packets - prev.OrphanedDropped.Packets},
+		}
+		prev = cnt
+		return d, owned
+	}
+	live := func(want bool) {
+		t.Helper()
+		got, err := observer.Live(context.Background())
+		if err != nil || got != want {
+			t.Fatalf("Live() = %v, %v; want %v", got, err, want)
+		}
+	}
+	wantSplit := func(when string) {
+		t.Helper()
+		d, owned := send()
+		if d.OwnedAccepted.Packets != owned || d.ForeignDropped.Packets != 400-owned || d.OrphanedDropped.Packets != 0 {
+			t.Fatalf("%s: counters moved by %+v, want %d owned accepted and %d foreign dropped", when, d, owned, 400-owned)
+		}
+		t.Logf("%s: %d packets of owned buckets accepted, %d of foreign buckets dropped", when, owned, 400-owned)
+	}
+	wantOrphaned := func(when string) {
+		t.Helper()
+		d, _ := send()
+		if d.OrphanedDropped.Packets != 400 || d.OwnedAccepted.Packets != 0 {
+			t.Fatalf("%s: counters moved by %+v, want all 400 packets dropped as orphaned", when, d)
+		}
+		t.Logf("%s: all 400 packets dropped, none accepted", when)
+	}
+
+	live(true)
+	wantSplit("child running")
+
 	if err := cmd.Process.Kill(); err != nil { // SIGKILL: no cleanup runs
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
 	t.Logf("child %d killed with SIGKILL", cmd.Process.Pid)
-
+	live(false)
 	listing := ns.nft("list", "table", "inet", DefaultTable)
 	if !strings.Contains(listing, "chain prerouting") || !strings.Contains(listing, "set owned") {
 		t.Fatalf("table gone or incomplete after the daemon died:\n%s", listing)
 	}
-	f, err := New(failsafeConfig(), WithNetNSFd(ns.fd))
-	if err != nil {
-		t.Fatal(err)
+	own, ok, err := observer.Installed(context.Background())
+	if err != nil || !ok || !slices.Equal(own.Owned, failsafeOwned) {
+		t.Fatalf("Installed after SIGKILL: %v %v %v, want owned %v", own, ok, err, failsafeOwned)
 	}
-	own, ok, err := f.Installed(context.Background())
-	if err != nil || !ok {
-		t.Fatalf("Installed: %v %v", ok, err)
-	}
-	if !slices.Equal(own.Owned, failsafeOwned) {
-		t.Fatalf("installed ownership %v, want %v", own.Owned, failsafeOwned)
-	}
-	if drift, err := f.Verify(context.Background()); err != nil || len(drift) > 0 {
+	if drift, err := observer.Verify(context.Background()); err != nil || len(drift) > 0 {
 		t.Fatalf("drift after the daemon died: %v %v", drift, err)
 	}
+	wantOrphaned("after SIGKILL")
 
-	// Traffic still splits: owned buckets pass, the others are dropped.
-	snd := newSender(ns, "lo")
-	snd.pace = 100
-	h := f.Hasher()
-	var wantOwned, wantForeign uint64
-	for i := 0; i < 400; i++ {
-		c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), uint16(2000+i))
-		p := pkt{proto: ProtoUDP, src: c, dst: netip.AddrPortFrom(vip4, 53)}
-		if slices.Contains(failsafeOwned, h.Bucket(Flow{Proto: ProtoUDP, Src: c})) {
-			wantOwned++
-		} else {
-			wantForeign++
-		}
-		if err := snd.send(make(net.HardwareAddr, 6), p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cnt, err := f.Counters(context.Background())
-	if err != nil {
+	restarted := newFilter(t, failsafeConfig(), ns.fd)
+	if err := restarted.Apply(context.Background(), Ownership{Owned: failsafeOwned}); err != nil {
 		t.Fatal(err)
 	}
-	if cnt.OwnedAccepted.Packets != wantOwned || cnt.ForeignDropped.Packets != wantForeign {
-		t.Fatalf("counters %+v, want %d owned accepted and %d foreign dropped", cnt, wantOwned, wantForeign)
+	live(true)
+	wantSplit("restarted")
+	if out, err := ns.try("nft delete table inet " + liveTable(DefaultTable)); err == nil {
+		t.Fatal("another process deleted the liveness table of a running daemon")
+	} else {
+		t.Logf("nft cannot delete the liveness table of a running daemon: %s", strings.TrimSpace(out))
 	}
-	perBucket, err := f.BucketCounters(context.Background())
-	if err != nil {
+
+	second := newFilter(t, failsafeConfig(), ns.fd)
+	err = second.Apply(context.Background(), Ownership{Owned: []uint32{1}})
+	if err == nil || !strings.Contains(err.Error(), "another saru") {
+		t.Fatalf("second daemon's Apply: %v, want a refusal naming the other saru", err)
+	}
+	t.Logf("second daemon refused: %v", err)
+	wantSplit("after the refused second daemon")
+
+	if err := restarted.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var sum uint64
-	for _, c := range perBucket {
-		sum += c.Packets
-	}
-	if sum != wantOwned || len(perBucket) != len(failsafeOwned) {
-		t.Fatalf("per-bucket counters %v sum to %d over %d buckets, want %d over %d", perBucket, sum, len(perBucket), wantOwned, len(failsafeOwned))
-	}
-	t.Logf("after SIGKILL: %d packets of owned buckets accepted, %d of foreign buckets dropped", wantOwned, wantForeign)
+	live(false)
+	wantOrphaned("after Close")
 }

@@ -21,8 +21,9 @@ func WithNetNSFd(fd int) Option {
 }
 
 // Filter renders one Config into the kernel's nftables and keeps it there.
-// Its methods are safe for concurrent use. It holds no kernel resources
-// between calls: every operation opens its own netlink socket.
+// Its methods are safe for concurrent use. Every operation opens its own
+// netlink socket; the one kernel resource held between calls is the socket
+// owning the liveness table, from the first Apply until Close.
 type Filter struct {
 	cfg      Config
 	want     *desired
@@ -30,7 +31,8 @@ type Filter struct {
 	hasNetNS bool
 
 	mu      sync.Mutex
-	applied *Ownership // what the last successful Apply installed
+	applied *Ownership     // what the last successful Apply installed
+	live    *nftables.Conn // owns the liveness table; nil before the first Apply and after Close
 }
 
 // New validates cfg and returns a Filter for it. It does not touch the
@@ -75,7 +77,9 @@ const maxAttempts = 3
 // rewrite only the bucket sets that changed (flush set + add elements) and
 // clear the handover memory of buckets entering or leaving a handover, all
 // in one transaction. If the table has drifted from the rendering, Apply
-// rebuilds it in one transaction.
+// rebuilds it in one transaction. The first successful Apply also creates
+// the liveness table, so that own is enforced only while this process
+// lives (see Close).
 func (f *Filter) Apply(ctx context.Context, own Ownership) error {
 	n, err := own.normalize(f.cfg.Buckets)
 	if err != nil {
@@ -83,10 +87,22 @@ func (f *Filter) Apply(ctx context.Context, own Ownership) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.live == nil {
+		// Refuse before touching the rules: a second saru on this host
+		// must not rewrite the first one's buckets.
+		if err := f.liveTableAbsent(ctx); err != nil {
+			return fmt.Errorf("filter: apply: %w", err)
+		}
+	}
 	if err := f.reconcile(ctx, &n); err != nil {
 		return fmt.Errorf("filter: apply: %w", err)
 	}
 	f.applied = &n
+	if f.live == nil {
+		if err := f.arm(); err != nil {
+			return fmt.Errorf("filter: apply: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -105,7 +121,17 @@ func (f *Filter) Verify(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("filter: verify: %w", err)
 	}
-	return compare(st, f.want, f.applied).msgs, nil
+	msgs := compare(st, f.want, f.applied).msgs
+	if f.live != nil {
+		t, err := findTable(ctx, c, liveTable(f.cfg.Table))
+		if err != nil {
+			return nil, fmt.Errorf("filter: verify: %w", err)
+		}
+		if t == nil {
+			msgs = append(msgs, fmt.Sprintf("liveness table inet %s missing", liveTable(f.cfg.Table)))
+		}
+	}
+	return msgs, nil
 }
 
 // Repair restores the rendering and the last applied ownership after a
@@ -115,6 +141,20 @@ func (f *Filter) Repair(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.reconcile(ctx, f.applied); err != nil {
+		return fmt.Errorf("filter: repair: %w", err)
+	}
+	if f.live == nil || f.applied == nil {
+		return nil
+	}
+	c, err := f.conn()
+	if err != nil {
+		return err
+	}
+	if t, err := findTable(ctx, c, liveTable(f.cfg.Table)); err != nil || t != nil {
+		return err
+	}
+	_ = f.disarm()
+	if err := f.arm(); err != nil {
 		return fmt.Errorf("filter: repair: %w", err)
 	}
 	return nil
@@ -138,11 +178,14 @@ func (f *Filter) Installed(ctx context.Context) (Ownership, bool, error) {
 	return st.ownership(), true, nil
 }
 
-// Remove deletes the table. Meant for an operator's explicit teardown only:
-// a director without the table accepts every flow.
+// Remove deletes the table and gives up liveness. Meant for an operator's
+// explicit teardown only: a director without the table accepts every flow.
 func (f *Filter) Remove(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.disarm(); err != nil {
+		return err
+	}
 	c, err := f.conn()
 	if err != nil {
 		return err
@@ -314,8 +357,8 @@ func bucketList(es []nftables.SetElement) []uint32 {
 
 // Count is a packet and byte count.
 type Count struct {
-	Packets uint64
-	Bytes   uint64
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }
 
 // Counters are the rule counters, summed over both families and both
@@ -339,6 +382,32 @@ type Counters struct {
 	// HandoverInDropped counts packets of buckets being taken that belong
 	// to the giver.
 	HandoverInDropped Count
+	// OrphanedDropped counts packets dropped because no saru held the
+	// liveness table.
+	OrphanedDropped Count
+}
+
+func (c *Counters) fields() map[string]*Count {
+	return map[string]*Count{
+		cntOwnedAccepted:       &c.OwnedAccepted,
+		cntForeignDropped:      &c.ForeignDropped,
+		cntFragmentAccepted:    &c.FragmentAccepted,
+		cntHandoverOutAccepted: &c.HandoverOutAccepted,
+		cntHandoverOutDropped:  &c.HandoverOutDropped,
+		cntHandoverInAccepted:  &c.HandoverInAccepted,
+		cntHandoverInDropped:   &c.HandoverInDropped,
+		cntOrphanedDropped:     &c.OrphanedDropped,
+	}
+}
+
+// ByName returns the counts under the names of the kernel's counter
+// objects (owned_accepted, foreign_dropped, ...), for metrics and dumps.
+func (c Counters) ByName() map[string]Count {
+	out := make(map[string]Count)
+	for name, p := range c.fields() {
+		out[name] = *p
+	}
+	return out
 }
 
 // Counters reads the rule counters.
@@ -355,15 +424,7 @@ func (f *Filter) Counters(ctx context.Context) (Counters, error) {
 		return Counters{}, fmt.Errorf("filter: read counters: %w", err)
 	}
 	var out Counters
-	fields := map[string]*Count{
-		cntOwnedAccepted:       &out.OwnedAccepted,
-		cntForeignDropped:      &out.ForeignDropped,
-		cntFragmentAccepted:    &out.FragmentAccepted,
-		cntHandoverOutAccepted: &out.HandoverOutAccepted,
-		cntHandoverOutDropped:  &out.HandoverOutDropped,
-		cntHandoverInAccepted:  &out.HandoverInAccepted,
-		cntHandoverInDropped:   &out.HandoverInDropped,
-	}
+	fields := out.fields()
 	for _, o := range objs {
 		if co, ok := o.(*nftables.CounterObj); ok {
 			if dst := fields[co.Name]; dst != nil {

@@ -81,10 +81,7 @@ func TestFragments(t *testing.T) {
 	cfg := Config{VIPs: []netip.Addr{vip4, vip6}, Sense: SenseAddrPort, Seed: r.Uint32() | 1, Buckets: testBuckets}
 	var lis []*listener
 	for i, d := range l.dirs {
-		f, err := New(cfg, WithNetNSFd(d.fd))
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := newFilter(t, cfg, d.fd)
 		if err := f.Apply(context.Background(), ownerships(3, func(b uint32) int { return int(b) % 3 })[i]); err != nil {
 			t.Fatal(err)
 		}

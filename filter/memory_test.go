@@ -18,10 +18,7 @@ func TestHandoverMemory(t *testing.T) {
 	ns := newNS(t, "mem")
 	ctx := context.Background()
 	cfg := sampleConfig()
-	f, err := New(cfg, WithNetNSFd(ns.fd))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFilter(t, cfg, ns.fd)
 	h := f.Hasher()
 	snd := newSender(ns, "lo")
 	snd.pace = 100

@@ -128,3 +128,20 @@ func requireRoot(tb testing.TB) {
 	tb.Helper()
 	nstest.RequireRoot(tb, "create throwaway network namespaces with nftables rules")
 }
+
+// newFilter returns a Filter on netns fd that the test keeps open (and so
+// live) until it ends: a Filter nobody references would let the garbage
+// collector close the socket owning the liveness table.
+func newFilter(t *testing.T, cfg Config, fd int) *Filter {
+	t.Helper()
+	f, err := New(cfg, WithNetNSFd(fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := f.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return f
+}

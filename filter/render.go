@@ -16,6 +16,7 @@ import (
 // `nft list table inet peerlvs`, so they are part of the interface.
 const (
 	chainPrerouting = "prerouting"
+	chainOrphaned   = "orphaned"
 	commentOwned    = "owned bucket"
 
 	setOwned       = "owned"
@@ -34,6 +35,7 @@ const (
 	cntHandoverOutDropped  = "handover_out_dropped"
 	cntHandoverInAccepted  = "handover_in_accepted"
 	cntHandoverInDropped   = "handover_in_dropped"
+	cntOrphanedDropped     = "orphaned_dropped"
 )
 
 // flowSetSize caps the handover memory per family. When it is full a new
@@ -45,7 +47,7 @@ func counterNames() []string {
 	return []string{
 		cntOwnedAccepted, cntForeignDropped, cntFragmentAccepted,
 		cntHandoverOutAccepted, cntHandoverOutDropped,
-		cntHandoverInAccepted, cntHandoverInDropped,
+		cntHandoverInAccepted, cntHandoverInDropped, cntOrphanedDropped,
 	}
 }
 
@@ -350,6 +352,11 @@ func render(c Config) *desired {
 	}
 	one := func(e ...expr.Any) []expr.Any { return e }
 
+	// Without saru's liveness mark the packet meets the orphaned chain,
+	// which drops what the request and reply chains would have judged.
+	orphaned := addChain(chainOrphaned)
+	addRule(chainPrerouting, "saru is not running: accept no flow", cat(markClear(c.Mark), one(jump(expr.VerdictGoto, orphaned)))...)
+	addRule(chainPrerouting, "clear saru's liveness mark", markExprs(^c.Mark, 0)...)
 	for _, f := range families() {
 		req := addChain("request" + f.suffix)
 		rep := addChain("reply" + f.suffix)
@@ -358,18 +365,20 @@ func render(c Config) *desired {
 		repOut := addChain("handover_out_reply" + f.suffix)
 		repIn := addChain("handover_in_reply" + f.suffix)
 
-		addRule(chainPrerouting, "to a VIP: request", cat(nfproto(f), one(
+		toVIP := cat(nfproto(f), one(
 			&expr.Payload{OperationType: expr.PayloadLoad, DestRegister: r1(), Base: expr.PayloadBaseNetworkHeader, Offset: f.daddr, Len: f.addrLen},
-			lookup(f.vips, d.ids[f.vips]),
-			jump(expr.VerdictJump, req)))...)
+			lookup(f.vips, d.ids[f.vips])))
+		addRule(chainPrerouting, "to a VIP: request", cat(toVIP, one(jump(expr.VerdictJump, req)))...)
+		addRule(orphaned, "to a VIP: request", cat(toVIP, one(count(cntOrphanedDropped), verdict(expr.VerdictDrop)))...)
 		for _, p := range c.RealServerSubnets {
 			if p.Addr().Is6() != f.v6 {
 				continue
 			}
-			addRule(chainPrerouting, "from real servers to a client: NAT reply", cat(nfproto(f), prefixMatch(f, p), one(
+			natReply := cat(nfproto(f), prefixMatch(f, p), one(
 				&expr.Fib{Register: r1(), FlagDADDR: true, ResultADDRTYPE: true},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: r1(), Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
-				jump(expr.VerdictJump, rep)))...)
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: r1(), Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)}))
+			addRule(chainPrerouting, "from real servers to a client: NAT reply", cat(natReply, one(jump(expr.VerdictJump, rep)))...)
+			addRule(orphaned, "from real servers to a client: NAT reply", cat(natReply, one(count(cntOrphanedDropped), verdict(expr.VerdictDrop)))...)
 		}
 
 		for _, dir := range []direction{request, reply} {

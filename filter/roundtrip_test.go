@@ -36,10 +36,7 @@ func TestVerifyRepair(t *testing.T) {
 	ns.nft("-f", path)
 	otherBefore := ns.nft("list", "table", "inet", "other") + ns.nft("list", "table", "ip", "legacy")
 
-	f, err := New(sampleConfig(), WithNetNSFd(ns.fd))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFilter(t, sampleConfig(), ns.fd)
 	own := Ownership{Owned: []uint32{1, 2, 3, 40}, HandoverOut: []uint32{7}, HandoverIn: []uint32{9}}
 	if err := f.Apply(ctx, own); err != nil {
 		t.Fatal(err)
@@ -151,10 +148,7 @@ func TestVerifyRepair(t *testing.T) {
 func TestApplyListing(t *testing.T) {
 	requireRoot(t)
 	ns := newNS(t, "list")
-	f, err := New(sampleConfig(), WithNetNSFd(ns.fd))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFilter(t, sampleConfig(), ns.fd)
 	if err := f.Apply(context.Background(), Ownership{Owned: []uint32{0, 1, 2, 5}, HandoverOut: []uint32{7}, HandoverIn: []uint32{9}}); err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ type fileConfig struct {
 	VIPs              []string `yaml:"vips"`
 	RealServerSubnets []string `yaml:"real_server_subnets"`
 	Table             string   `yaml:"table"`
+	FilterMark        uint32   `yaml:"filter_mark"`
 	ReadinessGrace    string   `yaml:"readiness_grace"`
 	SyncdStatus       string   `yaml:"syncd_status"`
 	HandoverStep      string   `yaml:"handover_step"`
@@ -53,6 +54,7 @@ type config struct {
 	VIPs              []netip.Addr
 	RealServerSubnets []netip.Prefix
 	Table             string
+	FilterMark        uint32
 	ReadinessGrace    time.Duration
 	SyncdStatus       string // syncd's status endpoint, ip:port; "" = grace time only
 	HandoverStep      time.Duration
@@ -71,7 +73,7 @@ func (c config) settings() member.Settings {
 
 func (c config) filterConfig() filter.Config {
 	return filter.Config{Table: c.Table, VIPs: c.VIPs, Sense: c.Sense, Seed: c.Seed, Buckets: c.Buckets,
-		RealServerSubnets: c.RealServerSubnets}
+		RealServerSubnets: c.RealServerSubnets, Mark: c.FilterMark}
 }
 
 func loadConfig(path string) (config, error) {
@@ -100,7 +102,7 @@ func parseConfig(data []byte) (config, error) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
 	c := config{Node: f.Node, BindAddr: f.BindAddr, BindPort: f.BindPort, AdvertiseAddr: f.AdvertiseAddr,
-		Seeds: f.Seeds, GossipKeyFile: f.GossipKeyFile, Buckets: f.Buckets, Seed: f.Seed, Table: f.Table,
+		Seeds: f.Seeds, GossipKeyFile: f.GossipKeyFile, Buckets: f.Buckets, Seed: f.Seed, Table: f.Table, FilterMark: f.FilterMark,
 		StatusListen: f.StatusListen}
 	if c.Node == "" {
 		bad("node", "missing; set it to this director's unique name, e.g. its hostname")

@@ -54,7 +54,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newFilterCollector(flt))
 	ctl, err := controller.New(controller.Config{Membership: node, Applier: flt,
 		Readiness: readiness(cfg),
 		Buckets:   cfg.Buckets, Seed: uint64(cfg.Seed), HandoverStep: cfg.HandoverStep, HandoverHold: cfg.HandoverHold,
@@ -75,7 +76,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		_ = node.Shutdown()
 		return fmt.Errorf("status_listen %s: %w", cfg.StatusListen, err)
 	}
-	srv := &http.Server{Handler: statusHandler(ctl, cfg, reg, log), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: statusHandler(ctl, func(ctx context.Context) (*controller.FilterView, error) { return filterView(ctx, flt) }, cfg, reg, log), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("status endpoint", zap.Error(err))
@@ -101,9 +102,14 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		break
 	}
-	log.Info("shutting down: leaving the fleet; nftables table stays (fail-safe)")
+	log.Info("shutting down: withdrawing from the rules, then leaving the fleet")
 	_, _ = sdnotify.Notify(sdnotify.Stopping)
 	runErr := <-done
+	// Withdraw before leaving: the survivors take our buckets as soon as
+	// they hear we left, and we must not accept them any more by then.
+	if err := flt.Close(); err != nil {
+		log.Error("withdraw from the rules", zap.Error(err))
+	}
 	if err := node.Leave(2 * time.Second); err != nil {
 		log.Warn("leave", zap.Error(err))
 	}
@@ -113,14 +119,24 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	return runErr
 }
 
-func statusHandler(ctl *controller.Controller, cfg config, reg *prometheus.Registry, log *zap.Logger) http.Handler {
+// rulesView reads this director's side of the map from the kernel.
+type rulesView func(context.Context) (*controller.FilterView, error)
+
+func statusHandler(ctl *controller.Controller, rules rulesView, cfg config, reg *prometheus.Registry, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		_ = writeJSON(w, ctl.Status())
 	})
-	mux.HandleFunc("GET /map", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /map", func(w http.ResponseWriter, r *http.Request) {
 		m, epoch, view := ctl.Map()
-		_ = writeJSON(w, controller.Describe(m, view, epoch, cfg.Sense.String()))
+		mv := controller.Describe(m, view, epoch, cfg.Sense.String())
+		fv, err := rules(r.Context())
+		if err != nil {
+			http.Error(w, "read this director's rules: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		mv.Filter = fv
+		_ = writeJSON(w, mv)
 	})
 	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
 		timeout := 60 * time.Second

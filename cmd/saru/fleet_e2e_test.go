@@ -97,10 +97,16 @@ func TestSaruFleetE2E(t *testing.T) {
 		t.Logf("%s owns %d buckets", d.name, len(before[d.name]))
 	}
 
-	// 3: kill -9 d2; d1 and d3 take its buckets, d2's table stays.
+	// 3: kill -9 d2; d2's table stays but accepts nothing from the moment
+	// the process is gone; d1 and d3 take its buckets.
 	d2 := fleet[1]
 	survivors := []*e2eDaemon{fleet[0], fleet[2]}
 	d2.kill(t)
+	if f, err := lab.filter(d2.ns); err != nil {
+		t.Fatal(err)
+	} else if live, err := f.Live(context.Background()); err != nil || live {
+		t.Fatalf("d2's rules still live after kill -9 (%v, %v): d2 would accept the flows the survivors take", live, err)
+	}
 	failover := waitE2E(t, survivors, 10*time.Second, "d1 and d3 covering all buckets after kill -9 d2", func() error {
 		_, err := lab.partition(survivors, buckets)
 		return err
@@ -116,6 +122,7 @@ func TestSaruFleetE2E(t *testing.T) {
 	if !ok {
 		t.Fatalf("d2's table vanished with the daemon: that director now accepts every flow")
 	}
+	// It keeps its last buckets for the operator to see, enforcing none.
 	if !slices.Equal(left.Owned, before[d2.name]) {
 		t.Errorf("d2's table after kill -9 owns %v, want its last buckets %v", left.Owned, before[d2.name])
 	}

@@ -67,7 +67,11 @@ func TestStatusEndpoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	go ctl.Run(ctx)
-	srv := httptest.NewServer(statusHandler(ctl, cfg, reg, zap.NewNop()))
+	rules := func(context.Context) (*controller.FilterView, error) {
+		return &controller.FilterView{Live: true, Rules: map[string]filter.Count{"owned_accepted": {Packets: 7, Bytes: 420}},
+			OwnedBuckets: map[uint32]filter.Count{0: {Packets: 3}, 5: {Packets: 4}}}, nil
+	}
+	srv := httptest.NewServer(statusHandler(ctl, rules, cfg, reg, zap.NewNop()))
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
@@ -78,7 +82,8 @@ func TestStatusEndpoint(t *testing.T) {
 	}
 	out, errs, code := runCLI(t, "map", "--status", addr)
 	if code != 0 || !strings.Contains(out, "d1        1       ready  32       32.00") ||
-		!strings.Contains(out, "excluded: member d3 has buckets=32, we have 64") {
+		!strings.Contains(out, "excluded: member d3 has buckets=32, we have 64") ||
+		!strings.Contains(out, "owned_accepted  7") || !strings.Contains(out, "2 buckets, min 3, median 4, max 4") {
 		t.Fatalf("map (exit %d, %s):\n%s", code, errs, out)
 	}
 	out, _, code = runCLI(t, "status", "--status", addr)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/peerlvs/peerlvs/filter"
 	"github.com/peerlvs/peerlvs/saru/allocate"
 	"github.com/peerlvs/peerlvs/saru/member"
 )
@@ -21,6 +22,21 @@ type MapView struct {
 	Fingerprint string         `json:"fingerprint"`
 	Directors   []DirectorView `json:"directors"`
 	Ranges      []RangeView    `json:"ranges"`
+	// Filter is what this director's kernel enforces and counts; only the
+	// running daemon fills it in.
+	Filter *FilterView `json:"filter,omitempty"`
+}
+
+// FilterView is this director's nftables side of the map.
+type FilterView struct {
+	// Live says whether this saru holds the liveness table, without which
+	// the rules accept no flow.
+	Live bool `json:"live"`
+	// Rules are the rule counters by counter name.
+	Rules map[string]filter.Count `json:"rules"`
+	// OwnedBuckets are the packets accepted per owned bucket since the
+	// bucket was last added.
+	OwnedBuckets map[uint32]filter.Count `json:"owned_buckets"`
 }
 
 // DirectorView is one member's line in a MapView.
@@ -105,6 +121,30 @@ func (v MapView) WriteText(w io.Writer) error {
 			fmt.Fprintf(tw, "%d\t%s\n", r.First, owner)
 		} else {
 			fmt.Fprintf(tw, "%d-%d\t%s\n", r.First, r.Last, owner)
+		}
+	}
+	if f := v.Filter; f != nil {
+		state := "live"
+		if !f.Live {
+			state = "NOT live: this director accepts no flow"
+		}
+		fmt.Fprintf(tw, "\nTHIS DIRECTOR'S RULES (%s)\nCOUNTER\tPACKETS\tBYTES\n", state)
+		names := make([]string, 0, len(f.Rules))
+		for n := range f.Rules {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			fmt.Fprintf(tw, "%s\t%d\t%d\n", n, f.Rules[n].Packets, f.Rules[n].Bytes)
+		}
+		if len(f.OwnedBuckets) > 0 {
+			pk := make([]uint64, 0, len(f.OwnedBuckets))
+			for _, c := range f.OwnedBuckets {
+				pk = append(pk, c.Packets)
+			}
+			slices.Sort(pk)
+			fmt.Fprintf(tw, "accepted per owned bucket: %d buckets, min %d, median %d, max %d packets (--json lists each)\n",
+				len(pk), pk[0], pk[len(pk)/2], pk[len(pk)-1])
 		}
 	}
 	if err := tw.Flush(); err != nil {
