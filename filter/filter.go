@@ -160,20 +160,25 @@ func (f *Filter) Repair(ctx context.Context) error {
 	return nil
 }
 
-// Installed reports the ownership the kernel currently enforces, and false
-// if the table is absent. A restarted daemon reads it to learn its last
-// allocation.
+// Installed reports the ownership the kernel's table holds, and false if
+// the table is absent. It reads the three bucket sets only, so it is cheap
+// enough to poll.
 func (f *Filter) Installed(ctx context.Context) (Ownership, bool, error) {
 	c, err := f.conn()
 	if err != nil {
 		return Ownership{}, false, err
 	}
-	st, err := readState(ctx, c, f.cfg.Table)
-	if err != nil {
-		return Ownership{}, false, fmt.Errorf("filter: read installed ownership: %w", err)
+	t, err := findTable(ctx, c, f.cfg.Table)
+	if err != nil || t == nil {
+		return Ownership{}, false, err
 	}
-	if st.table == nil {
-		return Ownership{}, false, nil
+	st := &state{elems: make(map[string][]nftables.SetElement)}
+	for _, name := range []string{setOwned, setHandoverOut, setHandoverIn} {
+		es, err := c.GetSetElements(f.want.set(name))
+		if err != nil {
+			return Ownership{}, false, fmt.Errorf("filter: read set %s: %w", name, err)
+		}
+		st.elems[name] = es
 	}
 	return st.ownership(), true, nil
 }

@@ -86,6 +86,10 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	node.Start(ctx)
 	done := make(chan error, 1)
 	go func() { done <- ctl.Run(ctx) }()
+	repairs := prometheus.NewCounter(prometheus.CounterOpts{Name: "saru_filter_repairs_total",
+		Help: "Foreign changes to this director's nftables tables found and undone."})
+	reg.MustRegister(repairs)
+	go watchDrift(ctx, flt, driftCheck, log, repairs)
 	log.Info("saru running", zap.String("version", version), zap.String("gossip", node.LocalAddr()),
 		zap.String("status", cfg.StatusListen), zap.Duration("readiness_grace", cfg.ReadinessGrace))
 	_, _ = sdnotify.Notify(sdnotify.Ready) // gossip, controller and status endpoint are up (not: owning buckets)
@@ -117,6 +121,38 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return runErr
+}
+
+// driftCheck is how often saru compares the kernel's rules with what it
+// applied. A foreign change (an `nft flush ruleset`, a hand edit) lasts at
+// most this long; each check lists the table, a few dozen netlink dumps.
+const driftCheck = 2 * time.Second
+
+// watchDrift undoes foreign changes to the rules until ctx ends.
+func watchDrift(ctx context.Context, flt *filter.Filter, every time.Duration, log *zap.Logger, repairs prometheus.Counter) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		drift, err := flt.Verify(ctx)
+		if err != nil {
+			log.Warn("verify the nftables rules", zap.Error(err))
+			continue
+		}
+		if len(drift) == 0 {
+			continue
+		}
+		log.Warn("nftables rules changed by someone else; repairing", zap.Strings("drift", drift))
+		if err := flt.Repair(ctx); err != nil {
+			log.Error("repair the nftables rules", zap.Error(err))
+			continue
+		}
+		repairs.Inc()
+	}
 }
 
 // rulesView reads this director's side of the map from the kernel.

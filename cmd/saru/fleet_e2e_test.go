@@ -168,6 +168,33 @@ func TestSaruFleetE2E(t *testing.T) {
 		t.Logf("after restart %s: map epoch %d fingerprint %s", v.name, v.view.Epoch, v.view.Fingerprint)
 	}
 
+	// 4b: a foreign `nft flush ruleset` on d1 deletes inet peerlvs (the
+	// owner-bound liveness table survives it); d1's saru puts the rules back.
+	if err := ipCmd("netns", "exec", fleet[0].ns, "nft", "flush", "ruleset"); err != nil {
+		t.Fatal(err)
+	}
+	d1f, err := lab.filter(fleet[0].ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live, err := d1f.Live(context.Background()); err != nil || !live {
+		t.Errorf("nft flush ruleset removed d1's liveness table too (%v, %v)", live, err)
+	}
+	repaired := waitE2E(t, fleet, 10*time.Second, "d1's rules back after nft flush ruleset", func() error {
+		if _, err := lab.partition(fleet, buckets); err != nil {
+			return err
+		}
+		drift, err := d1f.Verify(context.Background())
+		if err != nil || len(drift) > 0 {
+			return fmt.Errorf("d1's rules: %v %v", drift, err)
+		}
+		return nil
+	})
+	t.Logf("nft flush ruleset on d1 -> rules repaired by saru after %v", repaired.Round(time.Millisecond))
+	if !strings.Contains(fleet[0].out.String(), "repairing") {
+		t.Errorf("d1's saru did not log the repair:\n%s", fleet[0].out.String())
+	}
+
 	// 5: d4 with buckets: 128 joins: it owns nothing, the others do not change.
 	d4 := startE2EDaemon(t, bin, lab.ns[3], "d4", cfgs[3])
 	daemons[3] = d4

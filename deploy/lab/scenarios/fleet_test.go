@@ -21,6 +21,9 @@ const (
 	fleetConns    = 120
 	fleetNewRate  = 10 // new connections per second during the whole run
 	fleetSettleOK = 3 * time.Second
+	// fleetHandoverStep is saru's handover_step: how long a taker waits
+	// after the giver stops accepting new flows of a bucket.
+	fleetHandoverStep = 500 * time.Millisecond
 )
 
 type fleet struct {
@@ -53,10 +56,10 @@ vips: [%s]
 table: peerlvs
 syncd_status: %s
 readiness_grace: 60s
-handover_step: 500ms
+handover_step: %s
 handover_hold: 2s
 status_listen: %s
-`, d.name, id, fleetBuckets, vip, syncdStatus, saruStatus)
+`, d.name, id, fleetBuckets, vip, syncdStatus, fleetHandoverStep, saruStatus)
 }
 
 // start boots a director's daemons as its unit files would: syncd first,

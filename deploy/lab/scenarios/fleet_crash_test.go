@@ -1,0 +1,286 @@
+package scenarios
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peerlvs/peerlvs/deploy/lab"
+	"github.com/peerlvs/peerlvs/filter"
+)
+
+// A saru crash on one director: only saru dies (kill -9); syncd, IPVS and
+// the nftables table stay. The dead director must stop accepting at once,
+// so that no new flow is accepted by two directors once the survivors take
+// its buckets, and its buckets may go unaccepted only until the survivors
+// have detected the failure.
+
+// crashEvent is one row of the saru-crash table.
+type crashEvent struct {
+	Event       string  `json:"event"`
+	Samples     int     `json:"samples"`      // rounds of reading all three kernels' rules
+	MaxDouble   int     `json:"max_double"`   // most buckets two directors accepted new flows of, in one round
+	MaxGapMS    float64 `json:"max_gap_ms"`   // longest new flows of a bucket were accepted by no director
+	DetectMS    float64 `json:"detect_ms"`    // event -> first survivor's saru logged the new allocation
+	Conns       int     `json:"conns"`        // established connections held
+	Survived    int     `json:"survived"`     // of them, open at the end
+	MaxStallMS  float64 `json:"max_stall_ms"` // longest stall of any held connection
+	NewAttempts int     `json:"new_attempts"`
+	NewOK       int     `json:"new_ok"`
+}
+
+// acceptSampler reads every director's rules from its kernel in rounds and
+// keeps, per bucket, who would accept a new flow of it: a director whose
+// rules are live and that has the bucket in owned or handover_in.
+type acceptSampler struct {
+	fs    map[string]*filter.Filter
+	files []*os.File
+
+	mu        sync.Mutex
+	samples   int
+	maxDouble int
+	uncovered map[uint32]time.Time // bucket -> since when nobody accepts it
+	maxGap    time.Duration
+	lastErr   error
+}
+
+func newAcceptSampler(t *testing.T, ds []*director) *acceptSampler {
+	t.Helper()
+	s := &acceptSampler{fs: map[string]*filter.Filter{}, uncovered: map[uint32]time.Time{}}
+	for _, d := range ds {
+		fh, err := os.Open(d.ns.Path())
+		if err != nil {
+			t.Fatalf("open %s: %v", d.ns.Path(), err)
+		}
+		s.files = append(s.files, fh)
+		f, err := filter.New(filter.Config{VIPs: []netip.Addr{netip.MustParseAddr(vip)}, Sense: filter.SenseAddrPort,
+			Seed: 20240601, Buckets: fleetBuckets}, filter.WithNetNSFd(int(fh.Fd())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.fs[d.name] = f
+	}
+	return s
+}
+
+func (s *acceptSampler) close() {
+	for _, f := range s.files {
+		_ = f.Close()
+	}
+}
+
+// reset starts a new measurement window.
+func (s *acceptSampler) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.samples, s.maxDouble, s.maxGap, s.lastErr = 0, 0, 0, nil
+	s.uncovered = map[uint32]time.Time{}
+}
+
+func (s *acceptSampler) round(ctx context.Context) {
+	acceptors := make(map[uint32]int, fleetBuckets)
+	for name, f := range s.fs {
+		live, err := f.Live(ctx)
+		if err != nil {
+			s.fail(fmt.Errorf("%s: %w", name, err))
+			return
+		}
+		own, ok, err := f.Installed(ctx)
+		if err != nil {
+			s.fail(fmt.Errorf("%s: %w", name, err))
+			return
+		}
+		if !live || !ok {
+			continue
+		}
+		for _, b := range append(own.Owned, own.HandoverIn...) {
+			acceptors[b]++
+		}
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.samples++
+	double := 0
+	for b := uint32(0); b < fleetBuckets; b++ {
+		n := acceptors[b]
+		if n > 1 {
+			double++
+		}
+		since, was := s.uncovered[b]
+		switch {
+		case n == 0 && !was:
+			s.uncovered[b] = now
+		case n > 0 && was:
+			s.maxGap = max(s.maxGap, now.Sub(since))
+			delete(s.uncovered, b)
+		}
+	}
+	s.maxDouble = max(s.maxDouble, double)
+}
+
+func (s *acceptSampler) fail(err error) {
+	s.mu.Lock()
+	s.lastErr = err
+	s.mu.Unlock()
+}
+
+// run samples until ctx ends, one round every 50 ms at most.
+func (s *acceptSampler) run(ctx context.Context) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.round(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// result closes the window: buckets still uncovered count up to now.
+func (s *acceptSampler) result() (samples, maxDouble int, maxGap time.Duration, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gap := s.maxGap
+	for _, since := range s.uncovered {
+		gap = max(gap, time.Since(since))
+	}
+	return s.samples, s.maxDouble, gap, s.lastErr
+}
+
+// firstAllocationAfter returns when one of the survivors' saru first logged
+// an allocation with want eligible directors after t0.
+func firstAllocationAfter(f *fleet, survivors []*director, t0 time.Time, want int) (time.Time, bool) {
+	var first time.Time
+	for _, d := range survivors {
+		p := f.saru[d.name]
+		if p == nil {
+			continue
+		}
+		sc := bufio.NewScanner(strings.NewReader(p.Stderr()))
+		for sc.Scan() {
+			var l struct {
+				TS       float64 `json:"ts"`
+				Msg      string  `json:"msg"`
+				Eligible int     `json:"eligible"`
+			}
+			if json.Unmarshal(sc.Bytes(), &l) != nil || l.Msg != "allocation" || l.Eligible != want {
+				continue
+			}
+			sec, frac := math.Modf(l.TS)
+			at := time.Unix(int64(sec), int64(frac*1e9))
+			if at.After(t0) && (first.IsZero() || at.Before(first)) {
+				first = at
+			}
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// TestFleetSaruCrash: kill -9 saru alone on d2 while clients hold
+// connections and open new ones, then start it again. Throughout, every
+// director's rules are read from its kernel every 50 ms.
+func TestFleetSaruCrash(t *testing.T) {
+	res := lab.Run(t, lab.Options{Timeout: 8 * time.Minute, MemoryMB: 1024}, func(t *testing.T, g *lab.Guest) []crashEvent {
+		f := newFleet(t, g)
+		d1, d2, d3 := f.directors[0], f.directors[1], f.directors[2]
+		all := []*director{d1, d2, d3}
+		waitSettled(t, all, 60*time.Second)
+
+		const conns = 60
+		h := startHolder(t, f.client, conns, 500*time.Millisecond, "-rate", fmt.Sprint(fleetNewRate))
+		h.waitOpen(t, conns, 90*time.Second)
+		time.Sleep(kernelSyncDelay)
+
+		smp := newAcceptSampler(t, all)
+		defer smp.close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go smp.run(ctx)
+
+		var out []crashEvent
+		event := func(name string, survivors []*director, eligible int, do func()) {
+			live(t, "event: %s", name)
+			h.report(t) // start the holder's interval here
+			smp.reset()
+			start := time.Now()
+			do()
+			waitSettled(t, survivors, 60*time.Second)
+			time.Sleep(fleetSettleOK)
+			rep := h.report(t)
+			e := crashEvent{Event: name, Conns: conns, Survived: rep.Open, MaxStallMS: rep.IntervalMaxStallMS,
+				NewAttempts: rep.NewAttempts, NewOK: rep.NewOK, DetectMS: -1}
+			var err error
+			var gap time.Duration
+			e.Samples, e.MaxDouble, gap, err = smp.result()
+			if err != nil {
+				t.Fatalf("read the directors' rules: %v", err)
+			}
+			e.MaxGapMS = float64(gap.Milliseconds())
+			if at, ok := firstAllocationAfter(f, survivors, start, eligible); ok {
+				e.DetectMS = float64(at.Sub(start).Milliseconds())
+			}
+			live(t, "  %d rounds; at most %d buckets accepted twice; longest a bucket was accepted by none %.0f ms (saru logged the new allocation after %.0f ms); %d/%d survive, longest stall %.0f ms, new %d/%d ok",
+				e.Samples, e.MaxDouble, e.MaxGapMS, e.DetectMS, e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts)
+			out = append(out, e)
+		}
+
+		event("kill -9 saru on d2 (syncd, IPVS and the table stay)", []*director{d1, d3}, 2, func() {
+			f.saru[d2.name].Kill()
+			delete(f.saru, d2.name)
+		})
+		event("start saru on d2 again", all, 3, func() {
+			f.saru[d2.name] = d2.ns.Start("saru", "run", "--config", "/tmp/saru-"+d2.name+".yaml")
+		})
+		h.p.Kill()
+		return out
+	})
+	var b strings.Builder
+	b.WriteString("| event | rounds | buckets accepted twice (max) | longest unaccepted | survivors' saru reallocated after | established survive | longest stall | new ok |\n|---|---|---|---|---|---|---|---|\n")
+	for _, e := range res {
+		fmt.Fprintf(&b, "| %s | %d | %d | %.0f ms | %.0f ms | %d/%d | %.0f ms | %d/%d |\n",
+			e.Event, e.Samples, e.MaxDouble, e.MaxGapMS, e.DetectMS, e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts)
+	}
+	t.Logf("\n%s", b.String())
+	if len(res) != 2 {
+		t.Fatalf("expected 2 events, got %d", len(res))
+	}
+	for _, e := range res {
+		if e.MaxDouble != 0 {
+			t.Errorf("%s: up to %d buckets were accepted by two directors at once", e.Event, e.MaxDouble)
+		}
+		if e.Survived != e.Conns {
+			t.Errorf("%s: %d of %d established connections survived", e.Event, e.Survived, e.Conns)
+		}
+		if e.Samples < 10 {
+			t.Errorf("%s: only %d rounds of reading the rules; the measurement is too coarse", e.Event, e.Samples)
+		}
+	}
+	crash := res[0]
+	if crash.DetectMS < 0 {
+		t.Fatalf("no survivor logged the allocation without d2")
+	}
+	// The buckets are unaccepted from the kill until the survivors apply
+	// the allocation they computed on detecting the failure: detection
+	// plus one rules transaction, read here at 50 ms granularity.
+	if slack := 1500.0; crash.MaxGapMS > crash.DetectMS+slack {
+		t.Errorf("a bucket went unaccepted for %.0f ms, more than the %.0f ms failure detection + %.0f ms to apply", crash.MaxGapMS, crash.DetectMS, slack)
+	}
+	// Taking the share back is a planned move, giver first: the giver turns
+	// new flows of a bucket away (handover_out) up to handover_step before
+	// the taker accepts them (handover_in), so that no new flow is ever
+	// accepted twice. Established flows stay with the giver meanwhile.
+	if limit := float64(fleetHandoverStep.Milliseconds()) + 1000; res[1].MaxGapMS > limit {
+		t.Errorf("while d2 took its share back, new flows of a bucket went unaccepted for %.0f ms, more than handover_step + 1 s (%.0f ms)", res[1].MaxGapMS, limit)
+	}
+}
