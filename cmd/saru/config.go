@@ -32,6 +32,7 @@ type fileConfig struct {
 	RealServerSubnets []string `yaml:"real_server_subnets"`
 	Table             string   `yaml:"table"`
 	FilterMark        uint32   `yaml:"filter_mark"`
+	Quorum            *int     `yaml:"quorum"`
 	ReadinessGrace    string   `yaml:"readiness_grace"`
 	SyncdStatus       string   `yaml:"syncd_status"`
 	HandoverStep      string   `yaml:"handover_step"`
@@ -55,6 +56,7 @@ type config struct {
 	RealServerSubnets []netip.Prefix
 	Table             string
 	FilterMark        uint32
+	Quorum            int
 	ReadinessGrace    time.Duration
 	SyncdStatus       string // syncd's status endpoint, ip:port; "" = grace time only
 	HandoverStep      time.Duration
@@ -131,6 +133,14 @@ func parseConfig(data []byte) (config, error) {
 		c.Weight = 1
 	} else {
 		c.Weight = *f.Weight
+	}
+	switch {
+	case f.Quorum == nil:
+		c.Quorum = 1
+	case *f.Quorum < 1 || (len(c.Seeds) > 0 && *f.Quorum > len(c.Seeds)+1):
+		bad("quorum", "%d out of range; use 1 (no quorum) up to the fleet size, e.g. 2 for three directors", *f.Quorum)
+	default:
+		c.Quorum = *f.Quorum
 	}
 	if c.Buckets == 0 || c.Buckets > allocate.MaxBuckets {
 		bad("buckets", "%d out of range; use 1..%d, the same on every director (e.g. 4096)", c.Buckets, allocate.MaxBuckets)

@@ -59,6 +59,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	ctl, err := controller.New(controller.Config{Membership: node, Applier: flt,
 		Readiness: readiness(cfg),
 		Buckets:   cfg.Buckets, Seed: uint64(cfg.Seed), HandoverStep: cfg.HandoverStep, HandoverHold: cfg.HandoverHold,
+		Quorum: cfg.Quorum, AloneAfter: cfg.ReadinessGrace,
 		Logger: log, Registry: reg})
 	if err != nil {
 		_ = node.Shutdown()
@@ -165,7 +166,7 @@ func statusHandler(ctl *controller.Controller, rules rulesView, cfg config, reg 
 	})
 	mux.HandleFunc("GET /map", func(w http.ResponseWriter, r *http.Request) {
 		m, epoch, view := ctl.Map()
-		mv := controller.Describe(m, view, epoch, cfg.Sense.String())
+		mv := controller.Describe(m, view, epoch, cfg.Sense.String(), cfg.Quorum)
 		fv, err := rules(r.Context())
 		if err != nil {
 			http.Error(w, "read this director's rules: "+err.Error(), http.StatusInternalServerError)

@@ -140,11 +140,11 @@ func cmdMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
-		m, err := controller.Compute(ms, cfg.Buckets, uint64(cfg.Seed))
+		m, err := controller.Compute(ms, cfg.Buckets, uint64(cfg.Seed), cfg.Quorum)
 		if err != nil {
 			return fmt.Errorf("map: %w", err)
 		}
-		view = controller.Describe(m, ms, 0, cfg.Sense.String())
+		view = controller.Describe(m, ms, 0, cfg.Sense.String(), cfg.Quorum)
 	} else {
 		addr, err := statusAddr(*status, *cfgPath)
 		if err != nil {

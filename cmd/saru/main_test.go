@@ -152,6 +152,23 @@ status_listen: 0.0.0.0:9475
 			"sense: \"ports\" unknown; use port, addr or addrport", "vips[0]: \"192.0.2.300\" is not an IP address",
 			"real_server_subnets[0]", "readiness_grace: \"soon\" is not a duration", "status_listen: 0.0.0.0:9475 is not a loopback address"}},
 		{"typo", "node: d1\nbucket: 4096\n", []string{"field bucket not found"}},
+		{"quorum and mark", `
+node: d1
+seeds: [10.0.0.2:7946, 10.0.0.3:7946]
+buckets: 4096
+seed: 1
+sense: port
+vips: [192.0.2.10]
+quorum: 4
+`, []string{"quorum: 4 out of range"}},
+		{"mark of two bits", `
+node: d1
+buckets: 4096
+seed: 1
+sense: port
+vips: [192.0.2.10]
+filter_mark: 0x3000
+`, []string{"mark 0x3000 must be a single bit"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -170,7 +187,7 @@ status_listen: 0.0.0.0:9475
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.BindPort != defaultBindPort || c.Weight != 1 || c.StatusListen != defaultStatusListen {
+	if c.BindPort != defaultBindPort || c.Weight != 1 || c.StatusListen != defaultStatusListen || c.Quorum != 1 {
 		t.Fatalf("defaults: %+v", c)
 	}
 	// The example shipped in deploy/ must be valid.

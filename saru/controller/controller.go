@@ -92,7 +92,19 @@ type Config struct {
 	// (and the taker in HandoverIn) before letting go (taking it fully).
 	HandoverHold time.Duration
 	ReadyPoll    time.Duration
-	Logger       *zap.Logger
+	// AloneAfter is how long a director that sees no other member waits
+	// before it may turn ready. Its gossip may simply not have reached the
+	// others yet (a restart while syncd stays ready): ready and alone it
+	// would own every bucket the others still own. A director that stays
+	// alone is the first of its fleet, or cut off, and serves after this.
+	AloneAfter time.Duration
+	// Quorum is how many eligible directors (ready, same settings, this
+	// one included) saru must see before any of them owns a bucket; 1 if
+	// zero. A majority of the fleet keeps both halves of a partition from
+	// owning everything, at the price of owning nothing when most of the
+	// fleet is down.
+	Quorum int
+	Logger *zap.Logger
 	// Registry receives the controller's metrics; none if nil.
 	Registry prometheus.Registerer
 }
@@ -109,6 +121,8 @@ type Status struct {
 	HandoverIn  int             `json:"handover_in"`
 	Applied     time.Time       `json:"applied"`
 	LastError   string          `json:"last_error,omitempty"`
+	Quorum      int             `json:"quorum"`
+	QuorumMet   bool            `json:"quorum_met"`
 }
 
 // Controller is the loop; see the package doc.
@@ -150,6 +164,9 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.ReadyPoll <= 0 {
 		cfg.ReadyPoll = DefaultReadyPoll
 	}
+	if cfg.Quorum <= 0 {
+		cfg.Quorum = 1
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -178,6 +195,7 @@ func New(cfg Config) (*Controller, error) {
 // Run drives the controller until ctx ends. It returns nil on cancellation.
 func (c *Controller) Run(ctx context.Context) error {
 	ms := c.cfg.Membership
+	started := time.Now()
 	ready := time.NewTicker(c.cfg.ReadyPoll)
 	defer ready.Stop()
 	timer := time.NewTimer(time.Hour)
@@ -202,6 +220,9 @@ func (c *Controller) Run(ctx context.Context) error {
 			next = c.step(ctx, changed, false)
 		case <-ready.C:
 			if ms.State() != member.StateJoining {
+				continue
+			}
+			if len(ms.Members()) < 2 && time.Since(started) < c.cfg.AloneAfter {
 				continue
 			}
 			ok, err := c.cfg.Readiness.Ready(ctx)
@@ -229,7 +250,7 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 	now := time.Now()
 	if recompute {
 		view := ms.Members()
-		m, err := Compute(view, c.cfg.Buckets, c.cfg.Seed)
+		m, err := Compute(view, c.cfg.Buckets, c.cfg.Seed, c.cfg.Quorum)
 		if err != nil {
 			c.log.Error("allocate", zap.Error(err))
 			return now.Add(retryApply)
@@ -248,6 +269,10 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 				zap.String("fingerprint", fmt.Sprintf("%016x", m.Fingerprint)))
 			if inMinority(view) {
 				c.log.Error("most members' settings differ from ours; owning nothing until the configuration is fixed")
+			}
+			if !HasQuorum(view, c.cfg.Quorum) {
+				c.log.Warn("no quorum: nobody owns a bucket until enough directors are ready",
+					zap.Int("eligible", len(Eligible(view))), zap.Int("quorum", c.cfg.Quorum))
 			}
 		}
 		c.cur, c.members = m, view
@@ -312,6 +337,7 @@ func (c *Controller) Status() Status {
 	s.Epoch = c.epoch
 	s.Fingerprint = fmt.Sprintf("%016x", c.cur.Fingerprint)
 	s.Members = slices.Clone(c.members)
+	s.Quorum, s.QuorumMet = c.cfg.Quorum, HasQuorum(c.members, c.cfg.Quorum)
 	s.Owned, s.HandoverOut, s.HandoverIn = len(c.applied.Owned), len(c.applied.HandoverOut), len(c.applied.HandoverIn)
 	return s
 }

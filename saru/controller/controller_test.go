@@ -20,7 +20,7 @@ func mb(name string, w uint32, st member.State, ok bool) member.Member {
 func TestCompute(t *testing.T) {
 	const B = 256
 	ready := []member.Member{mb("d1", 1, member.StateReady, true), mb("d2", 1, member.StateReady, true), mb("d3", 1, member.StateReady, true)}
-	base, err := Compute(ready, B, 7)
+	base, err := Compute(ready, B, 7, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,21 +29,29 @@ func TestCompute(t *testing.T) {
 		view    []member.Member
 		owners  []string // names that must own buckets
 		nothing []string // names that must own none
+		quorum  int      // 1 if zero
 	}{
-		{"all ready", ready, []string{"d1", "d2", "d3"}, nil},
-		{"joining owns nothing", append(slices.Clone(ready), mb("d4", 1, member.StateJoining, true)), []string{"d1", "d2", "d3"}, []string{"d4"}},
-		{"draining owns nothing", []member.Member{ready[0], ready[1], mb("d3", 1, member.StateDraining, true)}, []string{"d1", "d2"}, []string{"d3"}},
-		{"mismatch excluded", append(slices.Clone(ready), mb("d4", 1, member.StateReady, false)), []string{"d1", "d2", "d3"}, []string{"d4"}},
+		{"all ready", ready, []string{"d1", "d2", "d3"}, nil, 0},
+		{"joining owns nothing", append(slices.Clone(ready), mb("d4", 1, member.StateJoining, true)), []string{"d1", "d2", "d3"}, []string{"d4"}, 0},
+		{"draining owns nothing", []member.Member{ready[0], ready[1], mb("d3", 1, member.StateDraining, true)}, []string{"d1", "d2"}, []string{"d3"}, 0},
+		{"mismatch excluded", append(slices.Clone(ready), mb("d4", 1, member.StateReady, false)), []string{"d1", "d2", "d3"}, []string{"d4"}, 0},
 		{"local in the minority owns nothing", []member.Member{
 			{Name: "d1", Weight: 1, State: member.StateReady, FingerprintOK: true, Local: true},
 			{Name: "d2", Weight: 1, State: member.StateReady, FingerprintOK: true},
 			mb("d3", 1, member.StateReady, false), mb("d4", 1, member.StateReady, false), mb("d5", 1, member.StateReady, false)},
-			[]string{"d2"}, []string{"d1", "d3", "d4", "d5"}},
-		{"weight zero", append(slices.Clone(ready), mb("d4", 0, member.StateReady, true)), []string{"d1", "d2", "d3"}, []string{"d4"}},
+			[]string{"d2"}, []string{"d1", "d3", "d4", "d5"}, 0},
+		{"weight zero", append(slices.Clone(ready), mb("d4", 0, member.StateReady, true)), []string{"d1", "d2", "d3"}, []string{"d4"}, 0},
+		{"quorum 2 met", ready, []string{"d1", "d2", "d3"}, nil, 2},
+		{"quorum 3 met", ready, []string{"d1", "d2", "d3"}, nil, 3},
+		{"quorum 2, alone: nobody owns", ready[:1], nil, []string{"d1"}, 2},
+		{"quorum 2, a joining member does not count", []member.Member{ready[0], mb("d2", 1, member.StateJoining, true)}, nil, []string{"d1", "d2"}, 2},
+		{"quorum 2, a mismatching member does not count", []member.Member{ready[0], mb("d2", 1, member.StateReady, false)}, nil, []string{"d1", "d2"}, 2},
+		{"quorum 3, one draining: nobody owns", []member.Member{ready[0], ready[1], mb("d3", 1, member.StateDraining, true)}, nil, []string{"d1", "d2", "d3"}, 3},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := Compute(tc.view, B, 7)
+			q := max(tc.quorum, 1)
+			m, err := Compute(tc.view, B, 7, q)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -55,8 +63,11 @@ func TestCompute(t *testing.T) {
 				}
 				total += c
 			}
-			if total != B {
-				t.Errorf("owners hold %d buckets, want all %d", total, B)
+			if want := B * min(len(tc.owners), 1); total != want {
+				t.Errorf("owners hold %d buckets, want %d", total, want)
+			}
+			if got := HasQuorum(tc.view, q); got != (len(tc.owners) > 0) {
+				t.Errorf("HasQuorum = %v with owners %v", got, tc.owners)
 			}
 			for _, n := range tc.nothing {
 				if c := len(m.BucketsOf(n)); c != 0 {
@@ -77,8 +88,8 @@ func TestPlanHandover(t *testing.T) {
 	step, hold := time.Second, 5*time.Second
 	three := []member.Member{mb("a", 1, member.StateReady, true), mb("b", 1, member.StateReady, true), mb("c", 1, member.StateReady, true)}
 	drainC := []member.Member{three[0], three[1], mb("c", 1, member.StateDraining, true)}
-	m3, _ := Compute(three, B, 1)
-	m2, _ := Compute(drainC, B, 1)
+	m3, _ := Compute(three, B, 1, 1)
+	m2, _ := Compute(drainC, B, 1, 1)
 	alive := map[string]bool{"a": true, "b": true, "c": true}
 	t0 := time.Unix(1000, 0)
 
@@ -251,5 +262,52 @@ func TestReadyAndDrain(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAloneWaits: a director whose syncd is ready at once but that sees no
+// other member does not turn ready (and own everything) until it has heard
+// of another member, or until AloneAfter if it stays alone.
+func TestAloneWaits(t *testing.T) {
+	const alone = 400 * time.Millisecond
+	for _, tc := range []struct {
+		name      string
+		joinAfter time.Duration // 0: never
+		min, max  time.Duration // when it must turn ready
+	}{
+		{"joins the others", 100 * time.Millisecond, 100 * time.Millisecond, alone - 50*time.Millisecond},
+		{"stays alone", 0, alone, 3 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fm := &fakeMembership{name: "d1", changes: make(chan struct{}, 1), members: []member.Member{
+				mb("d1", 1, member.StateJoining, true)}}
+			c, err := New(Config{Membership: fm, Applier: &fakeApplier{}, Readiness: GraceReadiness{},
+				Buckets: 64, Seed: 3, ReadyPoll: 10 * time.Millisecond, AloneAfter: alone})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			go c.Run(ctx)
+			if tc.joinAfter > 0 {
+				time.AfterFunc(tc.joinAfter, func() {
+					fm.mu.Lock()
+					fm.members = append(fm.members, mb("d2", 1, member.StateReady, true))
+					fm.mu.Unlock()
+				})
+			}
+			for fm.State() != member.StateReady {
+				if time.Since(start) > tc.max {
+					t.Fatalf("not ready after %v", time.Since(start))
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if took := time.Since(start); took < tc.min {
+				t.Fatalf("ready after %v, before %v", took, tc.min)
+			} else {
+				t.Logf("ready after %v", took.Round(time.Millisecond))
+			}
+		})
 	}
 }

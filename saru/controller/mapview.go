@@ -15,13 +15,17 @@ import (
 // MapView is the partition map as `saru map` and the status endpoint show
 // it. It is display only: nothing decides ownership from it.
 type MapView struct {
-	Buckets     uint32         `json:"buckets"`
-	Seed        uint64         `json:"seed"`
-	Sense       string         `json:"sense,omitempty"`
-	Epoch       uint64         `json:"epoch"`
-	Fingerprint string         `json:"fingerprint"`
-	Directors   []DirectorView `json:"directors"`
-	Ranges      []RangeView    `json:"ranges"`
+	Buckets     uint32 `json:"buckets"`
+	Seed        uint64 `json:"seed"`
+	Sense       string `json:"sense,omitempty"`
+	Epoch       uint64 `json:"epoch"`
+	Fingerprint string `json:"fingerprint"`
+	// Quorum is how many eligible directors must be seen before any owns a
+	// bucket; QuorumMet says whether they are.
+	Quorum    int            `json:"quorum"`
+	QuorumMet bool           `json:"quorum_met"`
+	Directors []DirectorView `json:"directors"`
+	Ranges    []RangeView    `json:"ranges"`
 	// Filter is what this director's kernel enforces and counts; only the
 	// running daemon fills it in.
 	Filter *FilterView `json:"filter,omitempty"`
@@ -59,9 +63,9 @@ type RangeView struct {
 
 // Describe builds the MapView of m, listing every member of view (owning
 // or not).
-func Describe(m allocate.Map, view []member.Member, epoch uint64, sense string) MapView {
+func Describe(m allocate.Map, view []member.Member, epoch uint64, sense string, quorum int) MapView {
 	v := MapView{Buckets: m.Buckets, Seed: m.Seed, Sense: sense, Epoch: epoch,
-		Fingerprint: fmt.Sprintf("%016x", m.Fingerprint)}
+		Fingerprint: fmt.Sprintf("%016x", m.Fingerprint), Quorum: quorum, QuorumMet: HasQuorum(view, quorum)}
 	counts := m.Counts()
 	for _, mb := range view {
 		d := DirectorView{Name: mb.Name, Weight: mb.Weight, State: mb.State, Mismatch: mb.Mismatch,
@@ -99,7 +103,15 @@ func (v MapView) Owner(b uint32) string {
 // count against its fair share, then the bucket ranges.
 func (v MapView) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "buckets %d  seed %d  sense %s  epoch %d  fingerprint %s\n\n", v.Buckets, v.Seed, v.Sense, v.Epoch, v.Fingerprint)
+	fmt.Fprintf(tw, "buckets %d  seed %d  sense %s  epoch %d  fingerprint %s\n", v.Buckets, v.Seed, v.Sense, v.Epoch, v.Fingerprint)
+	if v.Quorum > 1 {
+		met := "met"
+		if !v.QuorumMet {
+			met = "NOT met: no director owns a bucket"
+		}
+		fmt.Fprintf(tw, "quorum %d ready directors: %s\n", v.Quorum, met)
+	}
+	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "DIRECTOR\tWEIGHT\tSTATE\tBUCKETS\tFAIR SHARE\tNOTE")
 	for _, d := range v.Directors {
 		note := ""

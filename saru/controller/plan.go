@@ -46,9 +46,19 @@ func inMinority(ms []member.Member) bool {
 }
 
 // Compute is the allocation every director computes from the same view.
-func Compute(ms []member.Member, buckets uint32, seed uint64) (allocate.Map, error) {
-	return allocate.Allocate(Eligible(ms), buckets, seed)
+// With fewer than quorum eligible directors in the view no bucket has an
+// owner: a director cut off from the rest of its fleet (a partition, or a
+// wrong gossip key) must not take everything for itself.
+func Compute(ms []member.Member, buckets uint32, seed uint64, quorum int) (allocate.Map, error) {
+	el := Eligible(ms)
+	if len(el) < quorum {
+		el = nil
+	}
+	return allocate.Allocate(el, buckets, seed)
 }
+
+// HasQuorum reports whether view holds at least quorum eligible directors.
+func HasQuorum(view []member.Member, quorum int) bool { return len(Eligible(view)) >= quorum }
 
 type bucketState uint8
 

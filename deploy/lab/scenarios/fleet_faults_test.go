@@ -55,7 +55,7 @@ type wrongKeyResult struct {
 	D4Seen       int               `json:"d4_seen"`       // times d4 showed up in a member's status or map
 	RogueConns   int               `json:"rogue_conns"`   // connections d4's own kernel holds
 	RogueSent    uint64            `json:"rogue_sent"`    // entries d4's syncd sent
-	RogueOwned   int               `json:"rogue_owned"`   // buckets d4's saru owns in its own (lonely) view
+	RogueOwned   int               `json:"rogue_owned"`   // buckets d4's saru owns in its own lonely view (quorum 2 keeps it at 0)
 	RogueMembers []string          `json:"rogue_members"`
 	RogueSaruLog string            `json:"rogue_saru_log"`
 }
@@ -172,13 +172,16 @@ func TestFleetWrongKey(t *testing.T) {
 		return r
 	})
 
-	t.Logf("d4 (wrong keys): its kernel holds %d connections to %s, its syncd sent %d entries; its own saru sees members %v and owns %d buckets in that lonely view",
+	t.Logf("d4 (wrong keys): its kernel holds %d connections to %s, its syncd sent %d entries; its own saru sees members %v and owns %d buckets (quorum 2)",
 		res.RogueConns, rogueVIP, res.RogueSent, res.RogueMembers, res.RogueOwned)
 	if res.D4Seen != 0 {
 		t.Errorf("d4 showed up %d times in the fleet's members or maps", res.D4Seen)
 	}
 	if res.RogueConns == 0 {
 		t.Errorf("the rogue's kernel holds no connection: the test proves nothing about the fleet's tables")
+	}
+	if res.RogueOwned != 0 {
+		t.Errorf("d4 owns %d buckets in its lonely view: with quorum 2 a director that sees only itself must own none (it would accept every flow reaching it)", res.RogueOwned)
 	}
 	for _, name := range []string{"d1", "d2", "d3"} {
 		t.Logf("%s: members %v; map before %v after %v; authentication failures during the run %d; rejected %v",

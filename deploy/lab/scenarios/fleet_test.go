@@ -49,6 +49,7 @@ bind_port: 7946
 seeds: [10.1.0.1:7946, 10.1.0.2:7946, 10.1.0.3:7946]
 gossip_key_file: /tmp/gossip.key
 weight: 1
+quorum: 2
 buckets: %d
 seed: 20240601
 sense: addrport
