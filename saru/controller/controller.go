@@ -67,6 +67,9 @@ type Membership interface {
 	Changes() <-chan struct{}
 	State() member.State
 	SetState(member.State) error
+	// SetApplied gossips the fingerprint of the allocation this director
+	// has applied, which releases the buckets it gives away under it.
+	SetApplied(fingerprint uint64) error
 }
 
 // Defaults for Config.
@@ -282,20 +285,36 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 		c.m.eligible.Set(float64(len(Eligible(view))))
 		c.m.owned.Set(float64(len(m.BucketsOf(me))))
 	}
+	c.mu.Lock()
+	view, fp := c.members, c.cur.Fingerprint
+	c.mu.Unlock()
+	c.plan.released = func(giver string) bool {
+		for _, v := range view {
+			if v.Name == giver {
+				return v.Applied == fp
+			}
+		}
+		return true // gone: nobody left to accept its flows
+	}
+	forced := c.plan.forced
 	next := c.plan.advance(now, c.cfg.HandoverHold)
+	if n := c.plan.forced - forced; n > 0 {
+		c.log.Warn("took buckets over without their giver's release; its view of the fleet differs from ours",
+			zap.Int("buckets", n), zap.String("fingerprint", fmt.Sprintf("%016x", fp)))
+	}
 	own := c.plan.ownership()
 	c.mu.Lock()
 	same := c.status.Applied != (time.Time{}) && c.status.LastError == "" && sameOwnership(own, c.applied)
 	c.mu.Unlock()
 	if same {
+		c.publishApplied(fp)
 		return next
 	}
-	err := c.cfg.Applier.Apply(ctx, own)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err != nil {
-		c.m.applyErr.Inc()
+	if err := c.cfg.Applier.Apply(ctx, own); err != nil {
+		c.mu.Lock()
 		c.status.LastError = err.Error()
+		c.mu.Unlock()
+		c.m.applyErr.Inc()
 		c.log.Error("apply ownership", zap.Error(err))
 		if r := now.Add(retryApply); next.IsZero() || r.Before(next) {
 			next = r
@@ -303,10 +322,21 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 		return next
 	}
 	c.m.latency.Observe(time.Since(changed).Seconds())
+	c.mu.Lock()
 	c.applied = own
 	c.status.Applied = time.Now()
 	c.status.LastError = ""
+	c.mu.Unlock()
+	c.publishApplied(fp)
 	return next
+}
+
+// publishApplied tells the fleet that this director's rules now follow the
+// allocation fp: takers waiting for our buckets may take them.
+func (c *Controller) publishApplied(fp uint64) {
+	if err := c.cfg.Membership.SetApplied(fp); err != nil {
+		c.log.Warn("gossip the applied allocation", zap.Error(err))
+	}
 }
 
 func sameOwnership(a, b filter.Ownership) bool {

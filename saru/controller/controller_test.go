@@ -143,6 +143,66 @@ func TestPlanHandover(t *testing.T) {
 	}
 }
 
+// TestPlanWaitsForRelease: a taker whose step has passed still waits for
+// the giver's release (the giver gossips the allocation it applied), takes
+// the bucket once released, and takes it anyway 2*hold after the step if
+// no release ever comes.
+func TestPlanWaitsForRelease(t *testing.T) {
+	const B = 64
+	step, hold := time.Second, 5*time.Second
+	three := []member.Member{mb("a", 1, member.StateReady, true), mb("b", 1, member.StateReady, true), mb("c", 1, member.StateReady, true)}
+	drainC := []member.Member{three[0], three[1], mb("c", 1, member.StateDraining, true)}
+	m3, _ := Compute(three, B, 1, 1)
+	m2, _ := Compute(drainC, B, 1, 1)
+	alive := map[string]bool{"a": true, "b": true, "c": true}
+	t0 := time.Unix(1000, 0)
+	toA := 0
+	for _, b := range m3.BucketsOf("c") {
+		if m2.OwnerOf(b) == "a" {
+			toA++
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		releaseAt time.Duration // -1: never
+		wantIn    time.Duration // when the taker puts the buckets in HandoverIn
+		wantForce int
+	}{
+		{"released before the step", 0, step, 0},
+		{"released after the step", 3 * step, 3 * step, 0},
+		{"never released", -1, step + 2*hold, toA},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			taker := newPlan(B)
+			released := false
+			taker.released = func(giver string) bool {
+				if giver != "c" {
+					t.Errorf("waits for %q, want c", giver)
+				}
+				return released
+			}
+			taker.update(allocate.Map{}, m3, alive, "a", t0, step, hold)
+			taker.update(m3, m2, alive, "a", t0, step, hold)
+			for at := time.Duration(0); at <= step+3*hold; at += step / 2 {
+				if tc.releaseAt >= 0 && at >= tc.releaseAt {
+					released = true
+				}
+				next := taker.advance(t0.Add(at), hold)
+				in := len(taker.ownership().HandoverIn)
+				if want := at >= tc.wantIn && at < tc.wantIn+hold; (in == toA) != want || (in != 0 && in != toA) {
+					t.Fatalf("at %v: %d buckets in HandoverIn, want them there: %v", at, in, want)
+				}
+				if in == 0 && at < tc.wantIn && next.IsZero() && released {
+					t.Fatalf("at %v: nothing scheduled while a released bucket is pending", at)
+				}
+			}
+			if taker.forced != tc.wantForce {
+				t.Fatalf("forced %d takes, want %d", taker.forced, tc.wantForce)
+			}
+		})
+	}
+}
+
 type fakeMembership struct {
 	mu      sync.Mutex
 	name    string
@@ -178,6 +238,17 @@ func (f *fakeMembership) SetState(s member.State) error {
 	select {
 	case f.changes <- struct{}{}:
 	default:
+	}
+	return nil
+}
+
+func (f *fakeMembership) SetApplied(fp uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.members {
+		if f.members[i].Name == f.name {
+			f.members[i].Applied = fp
+		}
 	}
 	return nil
 }

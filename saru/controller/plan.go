@@ -66,25 +66,36 @@ const (
 	stNone bucketState = iota
 	stOwned
 	stOut     // giving away: HandoverOut until the deadline, then none
-	stPending // taking over: nothing until the deadline, then stIn
+	stPending // taking over: nothing until the deadline and the giver's release, then stIn
 	stIn      // taking over: HandoverIn until the deadline, then owned
 )
 
-// plan is this director's per-bucket handover state machine. It runs the
-// filter's handover contract by timing alone, with no messages between
-// directors: when a bucket moves between two live directors, the giver
-// puts it in HandoverOut at once, the taker waits step (long enough for the
-// change to reach the giver by gossip) before HandoverIn, the giver drops it
-// after hold and the taker owns it after step+hold. A bucket whose previous
-// owner is gone (failed, left) or that had none is taken at once: there is
-// no giver to wait for.
+// plan is this director's per-bucket handover state machine. When a bucket
+// moves between two live directors, the giver puts it in HandoverOut at
+// once; the taker waits at least step and until the giver has released it
+// (released says so: the giver gossips the allocation it has applied), then
+// puts it in HandoverIn; the giver drops it after hold and the taker owns
+// it hold after taking it in. Waiting for the giver's word, not only for
+// time, keeps a slow gossip from letting both accept new flows of the
+// bucket. A bucket whose previous owner is gone (failed, left) or that had
+// none is taken at once: there is no giver to wait for.
 type plan struct {
 	st    []bucketState
 	until []time.Time
+	from  []string // the giver of a pending bucket
+	// released reports whether giver has applied the current allocation,
+	// and so no longer takes new flows of the buckets it gives away; nil
+	// means always.
+	released func(giver string) bool
+	// forced counts buckets taken without the giver's release, after
+	// waiting 2*hold beyond step: by then a giver that saw the move at all
+	// has dropped the bucket, and one that never sees it must not keep the
+	// bucket unserved for ever.
+	forced int
 }
 
 func newPlan(buckets uint32) *plan {
-	return &plan{st: make([]bucketState, buckets), until: make([]time.Time, buckets)}
+	return &plan{st: make([]bucketState, buckets), until: make([]time.Time, buckets), from: make([]string, buckets)}
 }
 
 // update moves the plan from map old to map cur. alive holds the names of
@@ -101,7 +112,7 @@ func (p *plan) update(old, cur allocate.Map, alive map[string]bool, me string, n
 		case mine:
 			prev := old.OwnerOf(bu)
 			if prev != "" && prev != me && alive[prev] {
-				p.st[b], p.until[b] = stPending, now.Add(step)
+				p.st[b], p.until[b], p.from[b] = stPending, now.Add(step), prev
 			} else {
 				p.st[b] = stOwned
 			}
@@ -121,28 +132,39 @@ func (p *plan) update(old, cur allocate.Map, alive map[string]bool, me string, n
 }
 
 // advance performs the transitions due at now and returns the next
-// deadline (zero if none).
+// deadline (zero if none). A pending bucket whose giver has not released it
+// waits for the next membership change instead of a deadline.
 func (p *plan) advance(now time.Time, hold time.Duration) time.Time {
 	var next time.Time
 	for b, s := range p.st {
 		if s != stOut && s != stPending && s != stIn {
 			continue
 		}
+		waiting := false
 		if !now.Before(p.until[b]) {
 			switch s {
 			case stOut:
 				p.st[b] = stNone
 			case stPending:
-				p.st[b], p.until[b] = stIn, p.until[b].Add(hold)
+				switch {
+				case p.released == nil || p.released(p.from[b]):
+					p.st[b], p.until[b], p.from[b] = stIn, now.Add(hold), ""
+				case !now.Before(p.until[b].Add(2 * hold)):
+					p.st[b], p.until[b], p.from[b] = stIn, now.Add(hold), ""
+					p.forced++
+				default:
+					waiting = true
+				}
 			case stIn:
 				p.st[b] = stOwned
 			}
 		}
-		if s := p.st[b]; (s == stPending || s == stIn) && (next.IsZero() || p.until[b].Before(next)) {
-			next = p.until[b]
+		due := p.until[b]
+		if waiting {
+			due = due.Add(2 * hold) // the forced take, unless a release comes first
 		}
-		if p.st[b] == stOut && (next.IsZero() || p.until[b].Before(next)) {
-			next = p.until[b]
+		if s := p.st[b]; s != stNone && s != stOwned && (next.IsZero() || due.Before(next)) {
+			next = due
 		}
 	}
 	return next

@@ -81,6 +81,11 @@ type Meta struct {
 	Settings    Settings
 	VIPHash     uint64
 	Fingerprint uint64
+	// Applied is the fingerprint of the allocation whose rules the
+	// director last applied; 0 before its first. A director taking a bucket
+	// over waits until the giver's Applied names the allocation that moves
+	// it: the giver has stopped taking new flows of it by then.
+	Applied uint64
 }
 
 // wire is the JSON form of Meta. Short keys because memberlist caps the
@@ -94,15 +99,17 @@ type wire struct {
 	Sd   uint32   `json:"sd"`
 	Sn   string   `json:"sn"`
 	VH   string   `json:"vh"`
+	Ap   string   `json:"ap,omitempty"`
 	VIPs []string `json:"vips,omitempty"`
 }
 
-// Encode returns the metadata of a director with settings s, at most limit
-// bytes. The VIP list is left out when it does not fit; its hash stays.
-func Encode(version string, weight uint32, st State, s Settings, limit int) ([]byte, error) {
+// Encode returns the metadata of a director with settings s that last
+// applied the allocation with fingerprint applied, at most limit bytes. The
+// VIP list is left out when it does not fit; its hash stays.
+func Encode(version string, weight uint32, st State, applied uint64, s Settings, limit int) ([]byte, error) {
 	vips := s.vipList()
 	w := wire{
-		V: version, W: weight, St: st,
+		V: version, W: weight, St: st, Ap: fmt.Sprintf("%016x", applied),
 		FP: fmt.Sprintf("%016x", s.Fingerprint()),
 		B:  s.Buckets, Sd: s.Seed, Sn: strings.ToLower(s.Sense),
 		VH: fmt.Sprintf("%016x", vipHash(vips)), VIPs: vips,
@@ -139,6 +146,11 @@ func Decode(buf []byte) (Meta, error) {
 	}
 	if _, err := fmt.Sscanf(w.VH, "%x", &m.VIPHash); err != nil {
 		return Meta{}, fmt.Errorf("member: decode metadata: VIP hash %q: %w", w.VH, err)
+	}
+	if w.Ap != "" {
+		if _, err := fmt.Sscanf(w.Ap, "%x", &m.Applied); err != nil {
+			return Meta{}, fmt.Errorf("member: decode metadata: applied allocation %q: %w", w.Ap, err)
+		}
 	}
 	for _, v := range w.VIPs {
 		a, err := netip.ParseAddr(v)

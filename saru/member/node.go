@@ -35,6 +35,9 @@ type Member struct {
 	Mismatch string `json:"mismatch,omitempty"`
 	// Local is true for this node.
 	Local bool `json:"local,omitempty"`
+	// Applied is the fingerprint of the allocation the director last
+	// applied (see Meta.Applied).
+	Applied uint64 `json:"applied,omitempty"`
 }
 
 // Config configures a Node.
@@ -88,6 +91,7 @@ type Node struct {
 	fp      uint64
 	addr    string
 	mu      sync.Mutex
+	applied uint64
 	state   State
 	warned  map[string]uint64 // member -> fingerprint already reported
 	// view is our own copy of the other members, kept by the event
@@ -117,7 +121,7 @@ func New(cfg Config) (*Node, error) {
 		state: StateJoining, warned: map[string]uint64{}, view: map[string]seen{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, cfg.Settings, memberlist.MetaMaxSize); err != nil {
+	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, ^uint64(0), cfg.Settings, memberlist.MetaMaxSize); err != nil {
 		return nil, err
 	}
 	mc := memberlist.DefaultLANConfig()
@@ -243,13 +247,30 @@ func (n *Node) SetState(s State) error {
 	return nil
 }
 
+// SetApplied records that this node has applied the allocation with
+// fingerprint fp and gossips it, like SetState.
+func (n *Node) SetApplied(fp uint64) error {
+	n.mu.Lock()
+	changed := n.applied != fp
+	n.applied = fp
+	n.mu.Unlock()
+	if !changed {
+		return nil
+	}
+	if err := n.ml.UpdateNode(time.Second); err != nil {
+		n.log.Warn("gossip applied allocation", zap.String("fingerprint", fmt.Sprintf("%016x", fp)), zap.Error(err))
+	}
+	n.notify()
+	return nil
+}
+
 // Members returns the alive (and suspected) directors, sorted by name,
 // this node included. Dead and departed directors are not listed.
 func (n *Node) Members() []Member {
 	n.mu.Lock()
 	out := make([]Member, 0, len(n.view)+1)
 	out = append(out, Member{Name: n.cfg.Name, Addr: n.addr, Weight: n.cfg.Weight, State: n.state,
-		Version: n.cfg.Version, FingerprintOK: true, Local: true})
+		Version: n.cfg.Version, FingerprintOK: true, Local: true, Applied: n.applied})
 	for name, sn := range n.view {
 		if name == n.cfg.Name {
 			continue
@@ -259,7 +280,7 @@ func (n *Node) Members() []Member {
 		if err != nil {
 			m.Mismatch = fmt.Sprintf("member %s has unreadable metadata: %v", name, err)
 		} else {
-			m.Weight, m.State, m.Version = meta.Weight, meta.State, meta.Version
+			m.Weight, m.State, m.Version, m.Applied = meta.Weight, meta.State, meta.Version, meta.Applied
 			if d := Diff(n.cfg.Settings, meta); len(d) == 0 {
 				m.FingerprintOK = true
 			} else {
@@ -425,7 +446,10 @@ type delegate Node
 
 func (d *delegate) NodeMeta(limit int) []byte {
 	n := (*Node)(d)
-	buf, err := Encode(n.cfg.Version, n.cfg.Weight, n.State(), n.cfg.Settings, limit)
+	n.mu.Lock()
+	st, applied := n.state, n.applied
+	n.mu.Unlock()
+	buf, err := Encode(n.cfg.Version, n.cfg.Weight, st, applied, n.cfg.Settings, limit)
 	if err != nil {
 		// New checked that the largest metadata fits.
 		n.log.Error("encode metadata", zap.Error(err))

@@ -23,7 +23,44 @@ const (
 	vipPort    = 80
 	sharedMAC  = "02:00:5e:00:01:32" // the VRRP-style virtual MAC both directors carry
 	clientAddr = "10.0.0.100/24"
+
+	// The NAT topology's back LAN: the real servers' default gateway is one
+	// address and MAC that every director carries, so a reply reaches every
+	// director and the filter's reply rules pick the one that owns the flow.
+	backGateway = "10.2.0.1"
+	backNet     = "10.2.0.0/24"
+	backMAC     = "02:00:5e:00:02:01"
 )
+
+// topology chooses how the directors reach the real servers.
+type topology struct {
+	// nat puts the real servers behind the directors on a back LAN (IPVS
+	// masquerading) instead of beside them on the front LAN (direct
+	// routing).
+	nat bool
+	// udp adds a UDP service on the same VIP and port, served by the same
+	// real servers.
+	udp bool
+}
+
+func (tp topology) String() string {
+	s := "DR"
+	if tp.nat {
+		s = "NAT"
+	}
+	if tp.udp {
+		s += "+UDP"
+	}
+	return s
+}
+
+// serverAddr is real server i's (1-based) address.
+func (tp topology) serverAddr(i int) string {
+	if tp.nat {
+		return fmt.Sprintf("10.2.0.%d", 10+i)
+	}
+	return fmt.Sprintf("10.0.0.%d", 10+i)
+}
 
 // director describes one director namespace and how to (re)build it.
 type director struct {
@@ -33,12 +70,14 @@ type director struct {
 	ns       *lab.NS
 	frontDev string // outer veth end on the front hub, to cut the link
 	syncDev  string // outer veth end on the sync LAN
+	backDev  string // outer veth end on the back LAN (NAT only)
 	proc     *lab.Proc
 }
 
 // drFleet is the topology of the failover scenarios: a client, directors that
 // share the front MAC, and two DR real servers running the echo server.
 type drFleet struct {
+	topo      topology
 	g         *lab.Guest
 	client    *lab.NS
 	directors []*director
@@ -46,17 +85,35 @@ type drFleet struct {
 }
 
 func newDRFleet(t *testing.T, g *lab.Guest, ndirectors int) *drFleet {
+	return newLVSFleet(t, g, ndirectors, topology{})
+}
+
+// newLVSFleet builds the client, the real servers and ndirectors directors
+// for topology tp.
+func newLVSFleet(t *testing.T, g *lab.Guest, ndirectors int, tp topology) *drFleet {
 	t.Helper()
-	f := &drFleet{g: g}
+	f := &drFleet{g: g, topo: tp}
 	g.Hub("front")
 	g.Switch("sync")
+	if tp.nat {
+		g.Hub("back")
+	}
 	f.client = g.NS("client")
 	f.client.Plug("front", "eth0", "", clientAddr)
 	for i := 1; i <= 2; i++ {
 		rs := g.NS(fmt.Sprintf("rs%d", i))
-		rs.Plug("front", "eth0", "", fmt.Sprintf("10.0.0.%d/24", 10+i))
-		rs.DRRealServer(vip + "/32")
-		rs.Start("labtraffic", "echo-server", "-listen", fmt.Sprintf("0.0.0.0:%d", vipPort), "-name", rs.Name)
+		if tp.nat {
+			rs.Plug("back", "eth0", "", tp.serverAddr(i)+"/24")
+			rs.NATRealServer(backGateway)
+		} else {
+			rs.Plug("front", "eth0", "", tp.serverAddr(i)+"/24")
+			rs.DRRealServer(vip + "/32")
+		}
+		args := []string{"echo-server", "-listen", fmt.Sprintf("0.0.0.0:%d", vipPort), "-name", rs.Name}
+		if tp.udp {
+			args = append(args, "-udp")
+		}
+		rs.Start("labtraffic", args...)
 		f.servers = append(f.servers, rs)
 	}
 	for i := 1; i <= ndirectors; i++ {
@@ -79,9 +136,23 @@ func (f *drFleet) buildDirector(t *testing.T, d *director) {
 	d.ns = f.g.NS(d.name)
 	d.frontDev = d.ns.Plug("front", "eth0", sharedMAC, d.frontIP)
 	d.syncDev = d.ns.Plug("sync", "eth1", "", d.syncIP)
+	method := "-g"
+	if f.topo.nat {
+		d.backDev = d.ns.Plug("back", "eth2", backMAC, backGateway+"/24")
+		// NAT replies are forwarded from the back LAN to the client.
+		d.ns.Sysctl("net.ipv4.ip_forward", "1")
+		method = "-m"
+	}
 	// With a shared MAC on a hub the standby receives frames for the VIP
-	// too; without the VIP configured and without forwarding it drops them.
-	d.ns.Sh("ipvsadm -A -t %s:%d -s rr && ipvsadm -a -t %[1]s:%[2]d -r 10.0.0.11:%[2]d -g && ipvsadm -a -t %[1]s:%[2]d -r 10.0.0.12:%[2]d -g", vip, vipPort)
+	// too; without the VIP configured it drops them.
+	protos := []string{"-t"}
+	if f.topo.udp {
+		protos = append(protos, "-u")
+	}
+	for _, p := range protos {
+		d.ns.Sh("ipvsadm -A %s %s:%d -s rr && ipvsadm -a %[1]s %[2]s:%[3]d -r %[4]s:%[3]d %[6]s && ipvsadm -a %[1]s %[2]s:%[3]d -r %[5]s:%[3]d %[6]s",
+			p, vip, vipPort, f.topo.serverAddr(1), f.topo.serverAddr(2), method)
+	}
 }
 
 // reboot destroys a director's namespace, and with it every IPVS connection
@@ -92,8 +163,10 @@ func (f *drFleet) reboot(t *testing.T, d *director) {
 	// The namespace itself may live on for a while (an orphaned socket
 	// still retransmitting holds it), and with it the veth pairs whose names
 	// the rebuilt director reuses: remove them from this side.
-	for _, dev := range []string{d.frontDev, d.syncDev} {
-		_, _ = f.g.Try("ip link del %s", dev)
+	for _, dev := range []string{d.frontDev, d.syncDev, d.backDev} {
+		if dev != "" {
+			_, _ = f.g.Try("ip link del %s", dev)
+		}
 	}
 	f.buildDirector(t, d)
 }

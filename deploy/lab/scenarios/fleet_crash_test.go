@@ -35,6 +35,7 @@ type crashEvent struct {
 	MaxStallMS  float64 `json:"max_stall_ms"` // longest stall of any held connection
 	NewAttempts int     `json:"new_attempts"`
 	NewOK       int     `json:"new_ok"`
+	FirstDouble string  `json:"first_double,omitempty"` // who held a doubly accepted bucket, and how, the first time
 }
 
 // acceptSampler reads every director's rules from its kernel in rounds and
@@ -50,6 +51,8 @@ type acceptSampler struct {
 	uncovered map[uint32]time.Time // bucket -> since when nobody accepts it
 	maxGap    time.Duration
 	lastErr   error
+	start     time.Time
+	first     string // the first doubly accepted bucket of the window
 }
 
 func newAcceptSampler(t *testing.T, ds []*director) *acceptSampler {
@@ -81,12 +84,14 @@ func (s *acceptSampler) close() {
 func (s *acceptSampler) reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.samples, s.maxDouble, s.maxGap, s.lastErr = 0, 0, 0, nil
+	s.samples, s.maxDouble, s.maxGap, s.lastErr, s.first = 0, 0, 0, nil, ""
 	s.uncovered = map[uint32]time.Time{}
+	s.start = time.Now()
 }
 
 func (s *acceptSampler) round(ctx context.Context) {
 	acceptors := make(map[uint32]int, fleetBuckets)
+	how := make(map[uint32][]string, fleetBuckets)
 	for name, f := range s.fs {
 		live, err := f.Live(ctx)
 		if err != nil {
@@ -101,8 +106,13 @@ func (s *acceptSampler) round(ctx context.Context) {
 		if !live || !ok {
 			continue
 		}
-		for _, b := range append(own.Owned, own.HandoverIn...) {
+		for _, b := range own.Owned {
 			acceptors[b]++
+			how[b] = append(how[b], name+" owned")
+		}
+		for _, b := range own.HandoverIn {
+			acceptors[b]++
+			how[b] = append(how[b], name+" handover_in")
 		}
 	}
 	now := time.Now()
@@ -114,6 +124,9 @@ func (s *acceptSampler) round(ctx context.Context) {
 		n := acceptors[b]
 		if n > 1 {
 			double++
+			if s.first == "" {
+				s.first = fmt.Sprintf("bucket %d at +%v: %s", b, now.Sub(s.start).Round(time.Millisecond), strings.Join(how[b], ", "))
+			}
 		}
 		since, was := s.uncovered[b]
 		switch {
@@ -148,14 +161,14 @@ func (s *acceptSampler) run(ctx context.Context) {
 }
 
 // result closes the window: buckets still uncovered count up to now.
-func (s *acceptSampler) result() (samples, maxDouble int, maxGap time.Duration, err error) {
+func (s *acceptSampler) result() (samples, maxDouble int, maxGap time.Duration, first string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	gap := s.maxGap
 	for _, since := range s.uncovered {
 		gap = max(gap, time.Since(since))
 	}
-	return s.samples, s.maxDouble, gap, s.lastErr
+	return s.samples, s.maxDouble, gap, s.first, s.lastErr
 }
 
 // firstAllocationAfter returns when one of the survivors' saru first logged
@@ -222,7 +235,7 @@ func TestFleetSaruCrash(t *testing.T) {
 				NewAttempts: rep.NewAttempts, NewOK: rep.NewOK, DetectMS: -1}
 			var err error
 			var gap time.Duration
-			e.Samples, e.MaxDouble, gap, err = smp.result()
+			e.Samples, e.MaxDouble, gap, e.FirstDouble, err = smp.result()
 			if err != nil {
 				t.Fatalf("read the directors' rules: %v", err)
 			}
@@ -257,7 +270,7 @@ func TestFleetSaruCrash(t *testing.T) {
 	}
 	for _, e := range res {
 		if e.MaxDouble != 0 {
-			t.Errorf("%s: up to %d buckets were accepted by two directors at once", e.Event, e.MaxDouble)
+			t.Errorf("%s: up to %d buckets were accepted by two directors at once; first %s", e.Event, e.MaxDouble, e.FirstDouble)
 		}
 		if e.Survived != e.Conns {
 			t.Errorf("%s: %d of %d established connections survived", e.Event, e.Survived, e.Conns)

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/peerlvs/peerlvs/deploy/lab"
+	"github.com/peerlvs/peerlvs/deploy/lab/traffic"
 	"github.com/peerlvs/peerlvs/saru/controller"
 )
 
@@ -32,9 +34,11 @@ type fleet struct {
 	saru  map[string]*lab.Proc
 }
 
-func newFleet(t *testing.T, g *lab.Guest) *fleet {
+func newFleet(t *testing.T, g *lab.Guest) *fleet { return newFleetWith(t, g, topology{}) }
+
+func newFleetWith(t *testing.T, g *lab.Guest, tp topology) *fleet {
 	t.Helper()
-	f := &fleet{drFleet: newDRFleet(t, g, 3), syncd: &syncdMode{}, saru: map[string]*lab.Proc{}}
+	f := &fleet{drFleet: newLVSFleet(t, g, 3, tp), syncd: &syncdMode{}, saru: map[string]*lab.Proc{}}
 	g.Sh("head -c 32 /dev/urandom | base64 > /tmp/gossip.key && chmod 600 /tmp/gossip.key")
 	for _, d := range f.directors {
 		f.start(t, d)
@@ -43,7 +47,11 @@ func newFleet(t *testing.T, g *lab.Guest) *fleet {
 }
 
 func (f *fleet) saruConfig(d *director, id int) string {
-	return fmt.Sprintf(`node: %s
+	nat := ""
+	if f.topo.nat {
+		nat = "real_server_subnets: [" + backNet + "]\n"
+	}
+	return nat + fmt.Sprintf(`node: %s
 bind_addr: 10.1.0.%d
 bind_port: 7946
 seeds: [10.1.0.1:7946, 10.1.0.2:7946, 10.1.0.3:7946]
@@ -95,7 +103,11 @@ func (f *fleet) id(d *director) int {
 // crash or a pulled cable would.
 func (f *fleet) kill(t *testing.T, d *director) {
 	t.Helper()
-	f.g.Sh("ip link set %s down && ip link set %s down", d.frontDev, d.syncDev)
+	for _, dev := range []string{d.frontDev, d.syncDev, d.backDev} {
+		if dev != "" {
+			f.g.Sh("ip link set %s down", dev)
+		}
+	}
 	if p := f.saru[d.name]; p != nil {
 		p.Kill()
 		delete(f.saru, d.name)
@@ -217,20 +229,31 @@ func (e eventResult) newShare() float64 {
 }
 
 type fleetResult struct {
-	Initial map[string]int `json:"initial"` // director -> buckets owned at the start
-	Servers map[string]int `json:"servers"` // real server -> connections, a check the load is spread
-	Spread  map[string]int `json:"spread"`  // director -> held connections in its buckets
-	Events  []eventResult  `json:"events"`
+	Topology string         `json:"topology"`
+	Initial  map[string]int `json:"initial"` // director -> buckets owned at the start
+	Servers  map[string]int `json:"servers"` // real server -> connections, a check the load is spread
+	Spread   map[string]int `json:"spread"`  // director -> held connections in its buckets
+	Events   []eventResult  `json:"events"`
+	// UDP is the UDP flows' summary over the whole sequence.
+	UDP *traffic.UDPSummary `json:"udp,omitempty"`
 }
 
-// TestFleet: the mission end to end. Three active-active directors, 120
-// long-lived connections spread over all their buckets plus a steady stream
-// of new ones, and six events: crash, return, drain, return, crash, return.
-func TestFleet(t *testing.T) {
+// TestFleet: the mission end to end. Three active-active directors with
+// direct-routing real servers, 120 long-lived connections spread over all
+// their buckets plus a steady stream of new ones and UDP flows, and six
+// events: crash, return, drain, return, crash, return.
+func TestFleet(t *testing.T) { runFleet(t, topology{udp: true}) }
+
+// TestFleetNAT: the same with the real servers behind the directors (IPVS
+// masquerading), so every reply passes a director too and must reach the
+// one that owns the flow: the filter's reply-direction rules.
+func TestFleetNAT(t *testing.T) { runFleet(t, topology{nat: true, udp: true}) }
+
+func runFleet(t *testing.T, tp topology) {
 	res := lab.Run(t, lab.Options{Timeout: 12 * time.Minute, MemoryMB: 1024}, func(t *testing.T, g *lab.Guest) fleetResult {
-		return fleetSequence(t, g)
+		return fleetSequence(t, g, tp)
 	})
-	t.Logf("\n%s", fleetTable(res))
+	t.Logf("%s\n%s", res.Topology, fleetTable(res))
 	if len(res.Events) != 6 {
 		t.Fatalf("expected 6 events, got %d", len(res.Events))
 	}
@@ -244,14 +267,32 @@ func TestFleet(t *testing.T) {
 			t.Errorf("no held connection falls in %s's buckets: the load is not spread", d)
 		}
 	}
+	if len(res.Servers) < 2 {
+		t.Errorf("connections reached only real servers %v", res.Servers)
+	}
+	if u := res.UDP; tp.udp {
+		switch {
+		case u == nil:
+			t.Errorf("no UDP summary")
+		case u.ZeroReplyFlows > 0 || u.ChangedServerFlows > 0 || u.Bad > 0:
+			t.Errorf("UDP flows: %d got no reply, %d changed real server, %d bad replies", u.ZeroReplyFlows, u.ChangedServerFlows, u.Bad)
+		}
+	}
 }
 
-func fleetSequence(t *testing.T, g *lab.Guest) fleetResult {
-	f := newFleet(t, g)
+// fleetUDPFlows and fleetUDPRate are the UDP load: flows of their own
+// source port each, datagrams per second per flow.
+const (
+	fleetUDPFlows = 20
+	fleetUDPRate  = 5
+)
+
+func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
+	f := newFleetWith(t, g, tp)
 	d1, d2, d3 := f.directors[0], f.directors[1], f.directors[2]
 	all := []*director{d1, d2, d3}
 	waitSettled(t, all, 60*time.Second)
-	var r fleetResult
+	r := fleetResult{Topology: tp.String()}
 	r.Initial = map[string]int{}
 	for _, d := range all {
 		st, err := saruStatusOf(d)
@@ -265,9 +306,15 @@ func fleetSequence(t *testing.T, g *lab.Guest) fleetResult {
 	h := startHolder(t, f.client, fleetConns, 500*time.Millisecond, "-rate", fmt.Sprint(fleetNewRate))
 	rep := h.waitOpen(t, fleetConns, 90*time.Second)
 	r.Servers = rep.Servers
+	var udp *lab.Proc
+	if tp.udp {
+		// Bounded by -duration in case the interrupt below never comes.
+		udp = f.client.Start("labtraffic", "udp", "-target", fmt.Sprintf("%s:%d", vip, vipPort),
+			"-flows", fmt.Sprint(fleetUDPFlows), "-rate", fmt.Sprint(fleetUDPRate), "-duration", "10m", "-per-flow=false")
+	}
 	time.Sleep(kernelSyncDelay)
 	r.Spread = spread(t, d1, heldConns(h.report(t)))
-	live(t, "%d connections held; by owning director %v; by real server %v", fleetConns, r.Spread, r.Servers)
+	live(t, "%s: %d connections held; by owning director %v; by real server %v", tp, fleetConns, r.Spread, r.Servers)
 
 	event := func(name string, survivors []*director, do func()) {
 		live(t, "event: %s", name)
@@ -301,6 +348,21 @@ func fleetSequence(t *testing.T, g *lab.Guest) fleetResult {
 	event("5. kill d3", []*director{d1, d2}, func() { f.kill(t, d3) })
 	event("6. d3 back", all, func() { f.back(t, d3) })
 	h.p.Kill()
+	if udp != nil {
+		if err := udp.Signal(syscall.SIGINT); err != nil {
+			t.Fatalf("stop the UDP flows: %v", err)
+		}
+		line, err := udp.Line(30 * time.Second)
+		if err != nil {
+			t.Fatalf("UDP summary: %v", err)
+		}
+		r.UDP = new(traffic.UDPSummary)
+		if err := json.Unmarshal([]byte(line), r.UDP); err != nil {
+			t.Fatalf("UDP summary %q: %v", line, err)
+		}
+		live(t, "UDP: %d flows, %d/%d datagrams answered (%.2f %% lost), longest gap %.0f ms, %d flows changed real server, %d got no reply",
+			r.UDP.Flows, r.UDP.Received, r.UDP.Sent, 100*r.UDP.Loss, r.UDP.MaxGapMS, r.UDP.ChangedServerFlows, r.UDP.ZeroReplyFlows)
+	}
 	return r
 }
 
@@ -329,6 +391,10 @@ func live(t *testing.T, format string, args ...any) {
 
 func fleetTable(r fleetResult) string {
 	var b strings.Builder
+	if u := r.UDP; u != nil {
+		fmt.Fprintf(&b, "UDP, %d flows at %.0f/s each through all events: %d/%d datagrams answered (%.2f %% lost), longest gap %.0f ms, %d flows changed real server, %d got no reply\n\n",
+			u.Flows, u.RatePerFlow, u.Received, u.Sent, 100*u.Loss, u.MaxGapMS, u.ChangedServerFlows, u.ZeroReplyFlows)
+	}
 	b.WriteString("| event | established survive | longest stall | new connections ok | allocation applied on survivors | map after |\n|---|---|---|---|---|---|\n")
 	for _, e := range r.Events {
 		fmt.Fprintf(&b, "| %s | %d/%d | %.0f ms | %d/%d (%.0f %%) | %.0f ms | %s |\n", e.Event, e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.newShare(), e.AllocMS, e.Note)
