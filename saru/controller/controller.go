@@ -7,12 +7,17 @@
 //
 // # Handover
 //
-// Two-phase, by timing alone (no messages between directors), so it needs
-// nothing beyond the gossiped state. When a bucket moves between two live
-// directors (a join turning ready, a drain), the giver puts it in
-// HandoverOut as soon as it sees the new allocation; the taker waits
-// HandoverStep (longer than gossip needs to reach the giver) and puts it in
-// HandoverIn; after HandoverHold the giver drops it and the taker owns it.
+// Two-phase, through the gossiped state alone. When a bucket moves between
+// two live directors (a join turning ready, a drain), the giver puts it in
+// HandoverOut as soon as it sees the new allocation and, once that is
+// applied, gossips the allocation's fingerprint (Membership.SetApplied);
+// the taker waits at least HandoverStep and until the giver's gossiped
+// fingerprint equals its own, and only then puts the bucket in HandoverIn,
+// so that the two never both take new flows of it however slow the gossip;
+// after HandoverHold the giver drops it and the taker owns it. A giver that
+// never confirms (its view of the fleet stays different) is overridden
+// 2*HandoverHold after the step, when it has dropped the bucket if it ever
+// saw the move.
 // A bucket whose previous owner is gone (failed or left) is owned at once:
 // there is no giver. A director starts (and restarts) owning nothing, so
 // rules left in place by a previous run are withdrawn before it is ready.
