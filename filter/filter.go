@@ -55,8 +55,11 @@ func (f *Filter) Config() Config { return f.cfg }
 // Hasher returns the userspace twin of the rendered hash.
 func (f *Filter) Hasher() Hasher { return f.cfg.Hasher() }
 
+// conn opens one netlink socket for one operation: a listing takes dozens
+// of requests, and a socket per request costs more than the requests on a
+// busy or emulated host. The caller closes it.
 func (f *Filter) conn() (*nftables.Conn, error) {
-	var opts []nftables.ConnOption
+	opts := []nftables.ConnOption{nftables.AsLasting()}
 	if f.hasNetNS {
 		opts = append(opts, nftables.WithNetNSFd(f.netns))
 	}
@@ -117,6 +120,7 @@ func (f *Filter) Verify(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer func() { _ = c.CloseLasting() }()
 	st, err := readState(ctx, c, f.cfg.Table)
 	if err != nil {
 		return nil, fmt.Errorf("filter: verify: %w", err)
@@ -150,6 +154,7 @@ func (f *Filter) Repair(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer func() { _ = c.CloseLasting() }()
 	if t, err := findTable(ctx, c, liveTable(f.cfg.Table)); err != nil || t != nil {
 		return err
 	}
@@ -168,6 +173,7 @@ func (f *Filter) Installed(ctx context.Context) (Ownership, bool, error) {
 	if err != nil {
 		return Ownership{}, false, err
 	}
+	defer func() { _ = c.CloseLasting() }()
 	t, err := findTable(ctx, c, f.cfg.Table)
 	if err != nil || t == nil {
 		return Ownership{}, false, err
@@ -195,6 +201,7 @@ func (f *Filter) Remove(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer func() { _ = c.CloseLasting() }()
 	t, err := findTable(ctx, c, f.cfg.Table)
 	if err != nil {
 		return fmt.Errorf("filter: remove: %w", err)
@@ -218,36 +225,45 @@ func (f *Filter) reconcile(ctx context.Context, own *Ownership) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		c, err := f.conn()
-		if err != nil {
+		retry, err := f.reconcileOnce(ctx, own)
+		if err == nil || !retry {
 			return err
 		}
-		st, err := readState(ctx, c, f.cfg.Table)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		target := own
-		if target == nil {
-			o := st.ownership()
-			target = &o
-		}
-		d := compare(st, f.want, target)
-		if d.structural {
-			f.queueRebuild(c, st, *target)
-		} else {
-			f.queueElements(c, st, d, *target)
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := c.Flush(); err != nil {
-			lastErr = fmt.Errorf("commit transaction: %w", err)
-			continue
-		}
-		return nil
+		lastErr = err
 	}
 	return lastErr
+}
+
+// reconcileOnce is one attempt of reconcile; retry says whether the error
+// may go away on a fresh read of the kernel.
+func (f *Filter) reconcileOnce(ctx context.Context, own *Ownership) (retry bool, err error) {
+	c, err := f.conn()
+	if err != nil {
+		return false, err
+	}
+	defer func() { _ = c.CloseLasting() }()
+	st, err := readState(ctx, c, f.cfg.Table)
+	if err != nil {
+		return true, err
+	}
+	target := own
+	if target == nil {
+		o := st.ownership()
+		target = &o
+	}
+	d := compare(st, f.want, target)
+	if d.structural {
+		f.queueRebuild(c, st, *target)
+	} else {
+		f.queueElements(c, st, d, *target)
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if err := c.Flush(); err != nil {
+		return true, fmt.Errorf("commit transaction: %w", err)
+	}
+	return false, nil
 }
 
 // queueRebuild queues one transaction that replaces the whole table.
@@ -424,6 +440,7 @@ func (f *Filter) Counters(ctx context.Context) (Counters, error) {
 	if err != nil {
 		return Counters{}, err
 	}
+	defer func() { _ = c.CloseLasting() }()
 	objs, err := c.GetObjects(f.want.table)
 	if err != nil {
 		return Counters{}, fmt.Errorf("filter: read counters: %w", err)
@@ -454,6 +471,7 @@ func (f *Filter) BucketCounters(ctx context.Context) (map[uint32]Count, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer func() { _ = c.CloseLasting() }()
 	es, err := c.GetSetElements(f.want.set(setOwned))
 	if err != nil {
 		return nil, fmt.Errorf("filter: read per-bucket counters: %w", err)

@@ -93,6 +93,7 @@ func (f *Filter) liveTableAbsent(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer func() { _ = c.CloseLasting() }()
 	name := liveTable(f.cfg.Table)
 	t, err := findTable(ctx, c, name)
 	if err != nil {
@@ -172,6 +173,7 @@ func (f *Filter) Live(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	defer func() { _ = c.CloseLasting() }()
 	t, err := findTable(ctx, c, liveTable(f.cfg.Table))
 	if err != nil {
 		return false, fmt.Errorf("filter: look for table inet %s: %w", liveTable(f.cfg.Table), err)

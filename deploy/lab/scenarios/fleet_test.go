@@ -219,6 +219,11 @@ type eventResult struct {
 	NewOK       int     `json:"new_ok"`
 	AllocMS     float64 `json:"alloc_ms"` // event -> allocation applied on every survivor
 	Note        string  `json:"note,omitempty"`
+	// Broken lists the held connections that broke during the event (local
+	// address, real server, why); NewErrors the failed new connections by
+	// cause.
+	Broken    []string       `json:"broken,omitempty"`
+	NewErrors map[string]int `json:"new_errors,omitempty"`
 }
 
 func (e eventResult) newShare() float64 {
@@ -316,8 +321,10 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 	r.Spread = spread(t, d1, heldConns(h.report(t)))
 	live(t, "%s: %d connections held; by owning director %v; by real server %v", tp, fleetConns, r.Spread, r.Servers)
 
+	wasBroken := map[int]bool{}
 	event := func(name string, survivors []*director, do func()) {
 		live(t, "event: %s", name)
+		h.report(t) // the event's interval starts here
 		start := time.Now()
 		do()
 		waitSettled(t, survivors, 60*time.Second)
@@ -325,7 +332,13 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 		time.Sleep(fleetSettleOK)
 		rep := h.report(t)
 		e := eventResult{Event: name, Conns: fleetConns, Survived: rep.Open, MaxStallMS: rep.IntervalMaxStallMS,
-			NewAttempts: rep.NewAttempts, NewOK: rep.NewOK, AllocMS: float64(alloc.Milliseconds())}
+			NewAttempts: rep.NewAttempts, NewOK: rep.NewOK, AllocMS: float64(alloc.Milliseconds()), NewErrors: rep.NewErrors}
+		for _, c := range rep.PerConn {
+			if c.State == traffic.StateBroken && !wasBroken[c.ID] {
+				wasBroken[c.ID] = true
+				e.Broken = append(e.Broken, fmt.Sprintf("%s via %s: %s", c.Local, c.Server, c.Err))
+			}
+		}
 		if m, err := saruMap(survivors[0]); err == nil {
 			var owners []string
 			for _, dv := range m.Directors {
@@ -335,6 +348,9 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 		}
 		live(t, "  %d/%d survive, longest stall %.0f ms, new connections %d/%d ok, allocation applied in %.0f ms; map %s",
 			e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.AllocMS, e.Note)
+		if len(e.Broken)+len(e.NewErrors) > 0 {
+			live(t, "  broke: %v; new connections failed: %v", e.Broken, e.NewErrors)
+		}
 		r.Events = append(r.Events, e)
 	}
 
