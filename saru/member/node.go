@@ -65,6 +65,11 @@ type Config struct {
 // DefaultRejoinInterval is how often seeds are rejoined.
 const DefaultRejoinInterval = 10 * time.Second
 
+// aloneRejoinInterval is how often seeds are rejoined while this node sees
+// no other member: a restarted director is not ready until it has heard of
+// the others, so a first join that failed must not cost a whole interval.
+const aloneRejoinInterval = time.Second
+
 // Tune applies the failure-detection settings documented in the package
 // doc to c.
 func Tune(c *memberlist.Config) {
@@ -172,7 +177,7 @@ func (n *Node) Start(ctx context.Context) {
 	go func() {
 		defer close(n.done)
 		n.join()
-		t := time.NewTicker(n.cfg.RejoinInterval)
+		t := time.NewTimer(n.rejoinInterval())
 		defer t.Stop()
 		for {
 			select {
@@ -182,9 +187,17 @@ func (n *Node) Start(ctx context.Context) {
 				return
 			case <-t.C:
 				n.join()
+				t.Reset(n.rejoinInterval())
 			}
 		}
 	}()
+}
+
+func (n *Node) rejoinInterval() time.Duration {
+	if n.ml.NumMembers() < 2 {
+		return min(aloneRejoinInterval, n.cfg.RejoinInterval)
+	}
+	return n.cfg.RejoinInterval
 }
 
 func (n *Node) join() {

@@ -171,30 +171,43 @@ func (s *acceptSampler) result() (samples, maxDouble int, maxGap time.Duration, 
 	return s.samples, s.maxDouble, gap, s.first, s.lastErr
 }
 
+// saruLogLine is what the scenarios read from saru's JSON log.
+type saruLogLine struct {
+	TS       float64 `json:"ts"`
+	Msg      string  `json:"msg"`
+	Eligible int     `json:"eligible"`
+	State    string  `json:"state"`
+}
+
+// sarulogAfter returns when d's saru first logged a line matching match
+// after t0.
+func sarulogAfter(f *fleet, d *director, t0 time.Time, match func(saruLogLine) bool) (time.Time, bool) {
+	p := f.saru[d.name]
+	if p == nil {
+		return time.Time{}, false
+	}
+	sc := bufio.NewScanner(strings.NewReader(p.Stderr()))
+	for sc.Scan() {
+		var l saruLogLine
+		if json.Unmarshal(sc.Bytes(), &l) != nil || !match(l) {
+			continue
+		}
+		sec, frac := math.Modf(l.TS)
+		if at := time.Unix(int64(sec), int64(frac*1e9)); at.After(t0) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
+}
+
 // firstAllocationAfter returns when one of the survivors' saru first logged
 // an allocation with want eligible directors after t0.
 func firstAllocationAfter(f *fleet, survivors []*director, t0 time.Time, want int) (time.Time, bool) {
 	var first time.Time
 	for _, d := range survivors {
-		p := f.saru[d.name]
-		if p == nil {
-			continue
-		}
-		sc := bufio.NewScanner(strings.NewReader(p.Stderr()))
-		for sc.Scan() {
-			var l struct {
-				TS       float64 `json:"ts"`
-				Msg      string  `json:"msg"`
-				Eligible int     `json:"eligible"`
-			}
-			if json.Unmarshal(sc.Bytes(), &l) != nil || l.Msg != "allocation" || l.Eligible != want {
-				continue
-			}
-			sec, frac := math.Modf(l.TS)
-			at := time.Unix(int64(sec), int64(frac*1e9))
-			if at.After(t0) && (first.IsZero() || at.Before(first)) {
-				first = at
-			}
+		at, ok := sarulogAfter(f, d, t0, func(l saruLogLine) bool { return l.Msg == "allocation" && l.Eligible == want })
+		if ok && (first.IsZero() || at.Before(first)) {
+			first = at
 		}
 	}
 	return first, !first.IsZero()

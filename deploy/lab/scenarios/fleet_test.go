@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -218,6 +219,7 @@ type eventResult struct {
 	NewAttempts int     `json:"new_attempts"`
 	NewOK       int     `json:"new_ok"`
 	AllocMS     float64 `json:"alloc_ms"` // event -> allocation applied on every survivor
+	ReadyMS     float64 `json:"ready_ms"` // event -> a returning director's saru turned ready; 0 if none did
 	Note        string  `json:"note,omitempty"`
 	// Broken lists the held connections that broke during the event (local
 	// address, real server, why); NewErrors the failed new connections by
@@ -329,10 +331,16 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 		do()
 		waitSettled(t, survivors, 60*time.Second)
 		alloc := time.Since(start)
+		var ready time.Duration
+		for _, d := range survivors {
+			if at, ok := sarulogAfter(f, d, start, func(l saruLogLine) bool { return l.Msg == "state" && l.State == "ready" }); ok {
+				ready = at.Sub(start)
+			}
+		}
 		time.Sleep(fleetSettleOK)
 		rep := h.report(t)
 		e := eventResult{Event: name, Conns: fleetConns, Survived: rep.Open, MaxStallMS: rep.IntervalMaxStallMS,
-			NewAttempts: rep.NewAttempts, NewOK: rep.NewOK, AllocMS: float64(alloc.Milliseconds()), NewErrors: rep.NewErrors}
+			NewAttempts: rep.NewAttempts, NewOK: rep.NewOK, AllocMS: float64(alloc.Milliseconds()), NewErrors: rep.NewErrors, ReadyMS: float64(ready.Milliseconds())}
 		for _, c := range rep.PerConn {
 			if c.State == traffic.StateBroken && !wasBroken[c.ID] {
 				wasBroken[c.ID] = true
@@ -346,8 +354,8 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 			}
 			e.Note = strings.Join(owners, " ")
 		}
-		live(t, "  %d/%d survive, longest stall %.0f ms, new connections %d/%d ok, allocation applied in %.0f ms; map %s",
-			e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.AllocMS, e.Note)
+		live(t, "  %d/%d survive, longest stall %.0f ms, new connections %d/%d ok, allocation applied in %.0f ms (returning saru ready after %.0f ms); map %s",
+			e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.AllocMS, e.ReadyMS, e.Note)
 		if len(e.Broken)+len(e.NewErrors) > 0 {
 			live(t, "  broke: %v; new connections failed: %v", e.Broken, e.NewErrors)
 		}
@@ -364,6 +372,15 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 	event("5. kill d3", []*director{d1, d2}, func() { f.kill(t, d3) })
 	event("6. d3 back", all, func() { f.back(t, d3) })
 	h.p.Kill()
+	if os.Getenv("PEERLVS_LAB_SARU_LOGS") != "" {
+		for _, d := range all {
+			for _, l := range strings.Split(f.saru[d.name].Stderr(), "\n") {
+				if !strings.Contains(l, `"level":"debug"`) && l != "" {
+					live(t, "%s saru: %s", d.name, l)
+				}
+			}
+		}
+	}
 	if udp != nil {
 		if err := udp.Signal(syscall.SIGINT); err != nil {
 			t.Fatalf("stop the UDP flows: %v", err)
@@ -411,9 +428,13 @@ func fleetTable(r fleetResult) string {
 		fmt.Fprintf(&b, "UDP, %d flows at %.0f/s each through all events: %d/%d datagrams answered (%.2f %% lost), longest gap %.0f ms, %d flows changed real server, %d got no reply\n\n",
 			u.Flows, u.RatePerFlow, u.Received, u.Sent, 100*u.Loss, u.MaxGapMS, u.ChangedServerFlows, u.ZeroReplyFlows)
 	}
-	b.WriteString("| event | established survive | longest stall | new connections ok | allocation applied on survivors | map after |\n|---|---|---|---|---|---|\n")
+	b.WriteString("| event | established survive | longest stall | new connections ok | returning saru ready | allocation applied on survivors | map after |\n|---|---|---|---|---|---|---|\n")
 	for _, e := range r.Events {
-		fmt.Fprintf(&b, "| %s | %d/%d | %.0f ms | %d/%d (%.0f %%) | %.0f ms | %s |\n", e.Event, e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.newShare(), e.AllocMS, e.Note)
+		ready := "–"
+		if e.ReadyMS > 0 {
+			ready = fmt.Sprintf("%.0f ms", e.ReadyMS)
+		}
+		fmt.Fprintf(&b, "| %s | %d/%d | %.0f ms | %d/%d (%.0f %%) | %s | %.0f ms | %s |\n", e.Event, e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.newShare(), ready, e.AllocMS, e.Note)
 	}
 	return b.String()
 }
