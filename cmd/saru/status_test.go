@@ -38,7 +38,7 @@ func (o *oneNode) SetState(s member.State) error {
 	}
 	return nil
 }
-func (o *oneNode) SetApplied(uint64) error { return nil }
+func (o *oneNode) SetProgress(member.Progress) error { return nil }
 func (o *oneNode) Members() []member.Member {
 	return []member.Member{
 		{Name: "d1", Weight: 1, State: o.State(), FingerprintOK: true, Local: true},

@@ -14,10 +14,12 @@
 // the taker waits at least HandoverStep and until the giver's gossiped
 // fingerprint equals its own, and only then puts the bucket in HandoverIn,
 // so that the two never both take new flows of it however slow the gossip;
-// after HandoverHold the giver drops it and the taker owns it. A giver that
-// never confirms (its view of the fleet stays different) is overridden
-// 2*HandoverHold after the step, when it has dropped the bucket if it ever
-// saw the move.
+// HandoverHold later the taker owns it and, once nothing is half-taken,
+// gossips that it has completed the allocation; the giver keeps the
+// bucket's established flows (HandoverOut) for at least HandoverHold and
+// until that word, so that no established flow is left without a director
+// meanwhile. A director whose word never comes (its view of the fleet stays
+// different) is overridden 2*HandoverHold after the deadline.
 // A bucket whose previous owner is gone (failed or left) is owned at once:
 // there is no giver. A director starts (and restarts) owning nothing, so
 // rules left in place by a previous run are withdrawn before it is ready.
@@ -72,9 +74,9 @@ type Membership interface {
 	Changes() <-chan struct{}
 	State() member.State
 	SetState(member.State) error
-	// SetApplied gossips the fingerprint of the allocation this director
-	// has applied, which releases the buckets it gives away under it.
-	SetApplied(fingerprint uint64) error
+	// SetProgress gossips how far this director has followed the
+	// allocation, which the planned handover waits on.
+	SetProgress(member.Progress) error
 }
 
 // Defaults for Config.
@@ -293,18 +295,26 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 	c.mu.Lock()
 	view, fp := c.members, c.cur.Fingerprint
 	c.mu.Unlock()
-	c.plan.released = func(giver string) bool {
+	progress := func(name string) (member.Progress, bool) {
 		for _, v := range view {
-			if v.Name == giver {
-				return v.Applied == fp
+			if v.Name == name {
+				return v.Progress, true
 			}
 		}
-		return true // gone: nobody left to accept its flows
+		return member.Progress{}, false
+	}
+	c.plan.released = func(giver string) bool {
+		p, alive := progress(giver)
+		return !alive || p.Applied == fp // gone: nobody left to accept its flows
+	}
+	c.plan.taken = func(taker string) bool {
+		p, alive := progress(taker)
+		return !alive || p.Settled == fp // gone: its buckets move on anyway
 	}
 	forced := c.plan.forced
 	next := c.plan.advance(now, c.cfg.HandoverHold)
 	if n := c.plan.forced - forced; n > 0 {
-		c.log.Warn("took buckets over without their giver's release; its view of the fleet differs from ours",
+		c.log.Warn("moved buckets on without the other director's word; its view of the fleet differs from ours",
 			zap.Int("buckets", n), zap.String("fingerprint", fmt.Sprintf("%016x", fp)))
 	}
 	own := c.plan.ownership()
@@ -337,10 +347,15 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 }
 
 // publishApplied tells the fleet that this director's rules now follow the
-// allocation fp: takers waiting for our buckets may take them.
+// allocation fp (takers waiting for our buckets may take them) and, once no
+// bucket is half-taken, that we have completed it (givers may let go).
 func (c *Controller) publishApplied(fp uint64) {
-	if err := c.cfg.Membership.SetApplied(fp); err != nil {
-		c.log.Warn("gossip the applied allocation", zap.Error(err))
+	p := member.Progress{Applied: fp}
+	if c.plan.settled() {
+		p.Settled = fp
+	}
+	if err := c.cfg.Membership.SetProgress(p); err != nil {
+		c.log.Warn("gossip the handover progress", zap.Error(err))
 	}
 }
 

@@ -203,6 +203,57 @@ func TestPlanWaitsForRelease(t *testing.T) {
 	}
 }
 
+// TestPlanGiverWaitsForTaker: a giver keeps a bucket in HandoverOut (the
+// established flows) past hold until the taker says it owns the bucket,
+// and lets go anyway 2*hold after hold if the word never comes.
+func TestPlanGiverWaitsForTaker(t *testing.T) {
+	const B = 64
+	step, hold := time.Second, 5*time.Second
+	three := []member.Member{mb("a", 1, member.StateReady, true), mb("b", 1, member.StateReady, true), mb("c", 1, member.StateReady, true)}
+	drainC := []member.Member{three[0], three[1], mb("c", 1, member.StateDraining, true)}
+	m3, _ := Compute(three, B, 1, 1)
+	m2, _ := Compute(drainC, B, 1, 1)
+	alive := map[string]bool{"a": true, "b": true, "c": true}
+	t0 := time.Unix(1000, 0)
+	n := len(m3.BucketsOf("c"))
+	for _, tc := range []struct {
+		name      string
+		takenAt   time.Duration // -1: never
+		wantGone  time.Duration // when the giver lets go
+		wantForce int
+	}{
+		{"taken before hold", step, hold, 0},
+		{"taken after hold", hold + 2*step, hold + 2*step, 0},
+		{"never taken", -1, 3 * hold, n},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			giver := newPlan(B)
+			taken := false
+			giver.taken = func(taker string) bool {
+				if taker != "a" && taker != "b" {
+					t.Errorf("waits for %q", taker)
+				}
+				return taken
+			}
+			giver.update(allocate.Map{}, m3, alive, "c", t0, step, hold)
+			giver.update(m3, m2, alive, "c", t0, step, hold)
+			for at := time.Duration(0); at <= 4*hold; at += step / 2 {
+				if tc.takenAt >= 0 && at >= tc.takenAt {
+					taken = true
+				}
+				giver.advance(t0.Add(at), hold)
+				out := len(giver.ownership().HandoverOut)
+				if want := at < tc.wantGone; (out == n) != want || (out != 0 && out != n) {
+					t.Fatalf("at %v: %d buckets in HandoverOut, want all of them there: %v", at, out, want)
+				}
+			}
+			if giver.forced != tc.wantForce {
+				t.Fatalf("forced %d, want %d", giver.forced, tc.wantForce)
+			}
+		})
+	}
+}
+
 type fakeMembership struct {
 	mu      sync.Mutex
 	name    string
@@ -242,12 +293,12 @@ func (f *fakeMembership) SetState(s member.State) error {
 	return nil
 }
 
-func (f *fakeMembership) SetApplied(fp uint64) error {
+func (f *fakeMembership) SetProgress(p member.Progress) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i := range f.members {
 		if f.members[i].Name == f.name {
-			f.members[i].Applied = fp
+			f.members[i].Progress = p
 		}
 	}
 	return nil

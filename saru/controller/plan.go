@@ -65,7 +65,7 @@ type bucketState uint8
 const (
 	stNone bucketState = iota
 	stOwned
-	stOut     // giving away: HandoverOut until the deadline, then none
+	stOut     // giving away: HandoverOut until the deadline and the taker's completion, then none
 	stPending // taking over: nothing until the deadline and the giver's release, then stIn
 	stIn      // taking over: HandoverIn until the deadline, then owned
 )
@@ -73,29 +73,43 @@ const (
 // plan is this director's per-bucket handover state machine. When a bucket
 // moves between two live directors, the giver puts it in HandoverOut at
 // once; the taker waits at least step and until the giver has released it
-// (released says so: the giver gossips the allocation it has applied), then
-// puts it in HandoverIn; the giver drops it after hold and the taker owns
-// it hold after taking it in. Waiting for the giver's word, not only for
-// time, keeps a slow gossip from letting both accept new flows of the
-// bucket. A bucket whose previous owner is gone (failed, left) or that had
-// none is taken at once: there is no giver to wait for.
+// (released: the giver gossips the allocation it has applied), then puts
+// it in HandoverIn, and owns it hold later; the giver keeps it in
+// HandoverOut for at least hold and until the taker owns it (taken: the
+// taker gossips that it has completed the allocation). Waiting for each
+// other's word, not only for time, keeps a slow gossip from letting both
+// take new flows of the bucket, or neither its established flows. A bucket
+// whose previous owner is gone (failed, left) or that had none is taken at
+// once: there is no giver to wait for.
 type plan struct {
 	st    []bucketState
 	until []time.Time
-	from  []string // the giver of a pending bucket
+	peer  []string // the giver of a pending bucket, the taker of one given away
 	// released reports whether giver has applied the current allocation,
 	// and so no longer takes new flows of the buckets it gives away; nil
 	// means always.
 	released func(giver string) bool
-	// forced counts buckets taken without the giver's release, after
-	// waiting 2*hold beyond step: by then a giver that saw the move at all
-	// has dropped the bucket, and one that never sees it must not keep the
-	// bucket unserved for ever.
+	// taken reports whether taker has completed the current allocation,
+	// and so accepts every flow of the buckets it takes; nil means always.
+	taken func(taker string) bool
+	// forced counts buckets moved on without the other side's word, after
+	// waiting 2*hold beyond the deadline: a peer whose view of the fleet
+	// differs for that long must not keep a bucket half-moved for ever.
 	forced int
 }
 
 func newPlan(buckets uint32) *plan {
-	return &plan{st: make([]bucketState, buckets), until: make([]time.Time, buckets), from: make([]string, buckets)}
+	return &plan{st: make([]bucketState, buckets), until: make([]time.Time, buckets), peer: make([]string, buckets)}
+}
+
+// settled reports whether no bucket is half-taken.
+func (p *plan) settled() bool {
+	for _, s := range p.st {
+		if s == stPending || s == stIn {
+			return false
+		}
+	}
+	return true
 }
 
 // update moves the plan from map old to map cur. alive holds the names of
@@ -112,17 +126,21 @@ func (p *plan) update(old, cur allocate.Map, alive map[string]bool, me string, n
 		case mine:
 			prev := old.OwnerOf(bu)
 			if prev != "" && prev != me && alive[prev] {
-				p.st[b], p.until[b], p.from[b] = stPending, now.Add(step), prev
+				p.st[b], p.until[b], p.peer[b] = stPending, now.Add(step), prev
 			} else {
 				p.st[b] = stOwned
 			}
 		case s == stOwned || s == stIn:
 			// Only hand over to someone: with no new owner the bucket is
 			// unserved either way and holding it only delays a drain.
-			if cur.OwnerOf(bu) != "" {
-				p.st[b], p.until[b] = stOut, now.Add(hold)
+			if to := cur.OwnerOf(bu); to != "" {
+				p.st[b], p.until[b], p.peer[b] = stOut, now.Add(hold), to
 			} else {
 				p.st[b] = stNone
+			}
+		case s == stOut:
+			if to := cur.OwnerOf(bu); to != "" {
+				p.peer[b] = to
 			}
 		case s == stPending:
 			p.st[b] = stNone
@@ -142,15 +160,24 @@ func (p *plan) advance(now time.Time, hold time.Duration) time.Time {
 		}
 		waiting := false
 		if !now.Before(p.until[b]) {
+			forced := !now.Before(p.until[b].Add(2 * hold))
 			switch s {
 			case stOut:
-				p.st[b] = stNone
+				switch {
+				case p.taken == nil || p.taken(p.peer[b]):
+					p.st[b], p.peer[b] = stNone, ""
+				case forced:
+					p.st[b], p.peer[b] = stNone, ""
+					p.forced++
+				default:
+					waiting = true
+				}
 			case stPending:
 				switch {
-				case p.released == nil || p.released(p.from[b]):
-					p.st[b], p.until[b], p.from[b] = stIn, now.Add(hold), ""
-				case !now.Before(p.until[b].Add(2 * hold)):
-					p.st[b], p.until[b], p.from[b] = stIn, now.Add(hold), ""
+				case p.released == nil || p.released(p.peer[b]):
+					p.st[b], p.until[b], p.peer[b] = stIn, now.Add(hold), ""
+				case forced:
+					p.st[b], p.until[b], p.peer[b] = stIn, now.Add(hold), ""
 					p.forced++
 				default:
 					waiting = true
@@ -161,7 +188,7 @@ func (p *plan) advance(now time.Time, hold time.Duration) time.Time {
 		}
 		due := p.until[b]
 		if waiting {
-			due = due.Add(2 * hold) // the forced take, unless a release comes first
+			due = due.Add(2 * hold) // the forced move, unless the word comes first
 		}
 		if s := p.st[b]; s != stNone && s != stOwned && (next.IsZero() || due.Before(next)) {
 			next = due

@@ -81,11 +81,23 @@ type Meta struct {
 	Settings    Settings
 	VIPHash     uint64
 	Fingerprint uint64
-	// Applied is the fingerprint of the allocation whose rules the
-	// director last applied; 0 before its first. A director taking a bucket
-	// over waits until the giver's Applied names the allocation that moves
-	// it: the giver has stopped taking new flows of it by then.
-	Applied uint64
+	Progress
+}
+
+// Progress is how far a director has followed the allocation: both are
+// allocation fingerprints (0 before the first). The planned handover of a
+// bucket waits on them instead of on timing alone.
+type Progress struct {
+	// Applied is the allocation whose rules the director last applied. A
+	// director taking a bucket over waits until the giver's Applied names
+	// the allocation that moves it: the giver has stopped taking new flows
+	// of it by then.
+	Applied uint64 `json:"applied,omitempty"`
+	// Settled is the allocation the director has completed: it holds
+	// every bucket it takes in that allocation outright, none half-taken.
+	// The giver keeps accepting the established flows of a bucket until
+	// the taker's Settled names the allocation that moves it.
+	Settled uint64 `json:"settled,omitempty"`
 }
 
 // wire is the JSON form of Meta. Short keys because memberlist caps the
@@ -100,16 +112,17 @@ type wire struct {
 	Sn   string   `json:"sn"`
 	VH   string   `json:"vh"`
 	Ap   string   `json:"ap,omitempty"`
+	Se   string   `json:"se,omitempty"`
 	VIPs []string `json:"vips,omitempty"`
 }
 
-// Encode returns the metadata of a director with settings s that last
-// applied the allocation with fingerprint applied, at most limit bytes. The
+// Encode returns the metadata of a director with settings s and handover
+// progress pr, at most limit bytes. The
 // VIP list is left out when it does not fit; its hash stays.
-func Encode(version string, weight uint32, st State, applied uint64, s Settings, limit int) ([]byte, error) {
+func Encode(version string, weight uint32, st State, pr Progress, s Settings, limit int) ([]byte, error) {
 	vips := s.vipList()
 	w := wire{
-		V: version, W: weight, St: st, Ap: fmt.Sprintf("%016x", applied),
+		V: version, W: weight, St: st, Ap: fmt.Sprintf("%016x", pr.Applied), Se: fmt.Sprintf("%016x", pr.Settled),
 		FP: fmt.Sprintf("%016x", s.Fingerprint()),
 		B:  s.Buckets, Sd: s.Seed, Sn: strings.ToLower(s.Sense),
 		VH: fmt.Sprintf("%016x", vipHash(vips)), VIPs: vips,
@@ -147,9 +160,16 @@ func Decode(buf []byte) (Meta, error) {
 	if _, err := fmt.Sscanf(w.VH, "%x", &m.VIPHash); err != nil {
 		return Meta{}, fmt.Errorf("member: decode metadata: VIP hash %q: %w", w.VH, err)
 	}
-	if w.Ap != "" {
-		if _, err := fmt.Sscanf(w.Ap, "%x", &m.Applied); err != nil {
-			return Meta{}, fmt.Errorf("member: decode metadata: applied allocation %q: %w", w.Ap, err)
+	for _, f := range []struct {
+		name string
+		in   string
+		out  *uint64
+	}{{"applied", w.Ap, &m.Applied}, {"settled", w.Se, &m.Settled}} {
+		if f.in == "" {
+			continue
+		}
+		if _, err := fmt.Sscanf(f.in, "%x", f.out); err != nil {
+			return Meta{}, fmt.Errorf("member: decode metadata: %s allocation %q: %w", f.name, f.in, err)
 		}
 	}
 	for _, v := range w.VIPs {

@@ -35,9 +35,7 @@ type Member struct {
 	Mismatch string `json:"mismatch,omitempty"`
 	// Local is true for this node.
 	Local bool `json:"local,omitempty"`
-	// Applied is the fingerprint of the allocation the director last
-	// applied (see Meta.Applied).
-	Applied uint64 `json:"applied,omitempty"`
+	Progress
 }
 
 // Config configures a Node.
@@ -88,17 +86,17 @@ func Tune(c *memberlist.Config) {
 
 // Node is this director's membership in the fleet.
 type Node struct {
-	cfg     Config
-	log     *zap.Logger
-	ml      *memberlist.Memberlist
-	keyring *memberlist.Keyring
-	changes chan struct{}
-	fp      uint64
-	addr    string
-	mu      sync.Mutex
-	applied uint64
-	state   State
-	warned  map[string]uint64 // member -> fingerprint already reported
+	cfg      Config
+	log      *zap.Logger
+	ml       *memberlist.Memberlist
+	keyring  *memberlist.Keyring
+	changes  chan struct{}
+	fp       uint64
+	addr     string
+	mu       sync.Mutex
+	progress Progress
+	state    State
+	warned   map[string]uint64 // member -> fingerprint already reported
 	// view is our own copy of the other members, kept by the event
 	// delegate: memberlist.Members returns pointers into records its
 	// packet handlers rewrite without a lock we could take.
@@ -126,7 +124,7 @@ func New(cfg Config) (*Node, error) {
 		state: StateJoining, warned: map[string]uint64{}, view: map[string]seen{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, ^uint64(0), cfg.Settings, memberlist.MetaMaxSize); err != nil {
+	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, Progress{^uint64(0), ^uint64(0)}, cfg.Settings, memberlist.MetaMaxSize); err != nil {
 		return nil, err
 	}
 	mc := memberlist.DefaultLANConfig()
@@ -260,18 +258,19 @@ func (n *Node) SetState(s State) error {
 	return nil
 }
 
-// SetApplied records that this node has applied the allocation with
-// fingerprint fp and gossips it, like SetState.
-func (n *Node) SetApplied(fp uint64) error {
+// SetProgress records how far this node has followed the allocation and
+// gossips it, like SetState.
+func (n *Node) SetProgress(p Progress) error {
 	n.mu.Lock()
-	changed := n.applied != fp
-	n.applied = fp
+	changed := n.progress != p
+	n.progress = p
 	n.mu.Unlock()
 	if !changed {
 		return nil
 	}
 	if err := n.ml.UpdateNode(time.Second); err != nil {
-		n.log.Warn("gossip applied allocation", zap.String("fingerprint", fmt.Sprintf("%016x", fp)), zap.Error(err))
+		n.log.Warn("gossip handover progress", zap.String("applied", fmt.Sprintf("%016x", p.Applied)),
+			zap.String("settled", fmt.Sprintf("%016x", p.Settled)), zap.Error(err))
 	}
 	n.notify()
 	return nil
@@ -283,7 +282,7 @@ func (n *Node) Members() []Member {
 	n.mu.Lock()
 	out := make([]Member, 0, len(n.view)+1)
 	out = append(out, Member{Name: n.cfg.Name, Addr: n.addr, Weight: n.cfg.Weight, State: n.state,
-		Version: n.cfg.Version, FingerprintOK: true, Local: true, Applied: n.applied})
+		Version: n.cfg.Version, FingerprintOK: true, Local: true, Progress: n.progress})
 	for name, sn := range n.view {
 		if name == n.cfg.Name {
 			continue
@@ -293,7 +292,7 @@ func (n *Node) Members() []Member {
 		if err != nil {
 			m.Mismatch = fmt.Sprintf("member %s has unreadable metadata: %v", name, err)
 		} else {
-			m.Weight, m.State, m.Version, m.Applied = meta.Weight, meta.State, meta.Version, meta.Applied
+			m.Weight, m.State, m.Version, m.Progress = meta.Weight, meta.State, meta.Version, meta.Progress
 			if d := Diff(n.cfg.Settings, meta); len(d) == 0 {
 				m.FingerprintOK = true
 			} else {
@@ -460,9 +459,9 @@ type delegate Node
 func (d *delegate) NodeMeta(limit int) []byte {
 	n := (*Node)(d)
 	n.mu.Lock()
-	st, applied := n.state, n.applied
+	st, pr := n.state, n.progress
 	n.mu.Unlock()
-	buf, err := Encode(n.cfg.Version, n.cfg.Weight, st, applied, n.cfg.Settings, limit)
+	buf, err := Encode(n.cfg.Version, n.cfg.Weight, st, pr, n.cfg.Settings, limit)
 	if err != nil {
 		// New checked that the largest metadata fits.
 		n.log.Error("encode metadata", zap.Error(err))
