@@ -33,6 +33,7 @@ type fileConfig struct {
 	Table             string   `yaml:"table"`
 	FilterMark        uint32   `yaml:"filter_mark"`
 	Quorum            *int     `yaml:"quorum"`
+	FailureDetection  string   `yaml:"failure_detection"`
 	ReadinessGrace    string   `yaml:"readiness_grace"`
 	SyncdStatus       string   `yaml:"syncd_status"`
 	HandoverStep      string   `yaml:"handover_step"`
@@ -57,6 +58,7 @@ type config struct {
 	Table             string
 	FilterMark        uint32
 	Quorum            int
+	FailureDetection  time.Duration
 	ReadinessGrace    time.Duration
 	SyncdStatus       string // syncd's status endpoint, ip:port; "" = grace time only
 	HandoverStep      time.Duration
@@ -190,6 +192,10 @@ func parseConfig(data []byte) (config, error) {
 			bad("syncd_status", "%q must be ip:port of syncd's status endpoint, e.g. 127.0.0.1:9476", f.SyncdStatus)
 		}
 		c.SyncdStatus = f.SyncdStatus
+	}
+	c.FailureDetection = dur("failure_detection", f.FailureDetection, member.DefaultFailureDetection)
+	if c.FailureDetection < 500*time.Millisecond || c.FailureDetection > 30*time.Second {
+		bad("failure_detection", "%v out of range; use 500ms..30s (default %v)", c.FailureDetection, member.DefaultFailureDetection)
 	}
 	c.HandoverStep = dur("handover_step", f.HandoverStep, time.Second)
 	c.HandoverHold = dur("handover_hold", f.HandoverHold, 5*time.Second)

@@ -49,7 +49,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	node, err := member.New(member.Config{Name: cfg.Node, BindAddr: cfg.BindAddr, BindPort: cfg.BindPort,
 		AdvertiseAddr: cfg.AdvertiseAddr, Seeds: cfg.Seeds, KeyFile: cfg.GossipKeyFile, Weight: cfg.Weight,
-		Settings: cfg.settings(), Version: version, Logger: log})
+		Settings: cfg.settings(), Version: version, Logger: log, FailureDetection: cfg.FailureDetection})
 	if err != nil {
 		return err
 	}
@@ -127,7 +127,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 // driftCheck is how often saru compares the kernel's rules with what it
 // applied. A foreign change (an `nft flush ruleset`, a hand edit) lasts at
 // most this long; each check lists the table, a few dozen netlink dumps.
-const driftCheck = 2 * time.Second
+const driftCheck = 5 * time.Second
 
 // watchDrift undoes foreign changes to the rules until ctx ends.
 func watchDrift(ctx context.Context, flt *filter.Filter, every time.Duration, log *zap.Logger, repairs prometheus.Counter) {

@@ -169,6 +169,14 @@ sense: port
 vips: [192.0.2.10]
 filter_mark: 0x3000
 `, []string{"mark 0x3000 must be a single bit"}},
+		{"detection too fast", `
+node: d1
+buckets: 4096
+seed: 1
+sense: port
+vips: [192.0.2.10]
+failure_detection: 100ms
+`, []string{"failure_detection: 100ms out of range"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

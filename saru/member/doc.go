@@ -33,8 +33,12 @@
 // move away and back, resetting the new connections that landed during the
 // blip (established ones survive through syncd). memberlist's Lifeguard
 // awareness stretches a node's own probe timeouts when it notices it is
-// slow, which removes most self-inflicted false positives. Raise
-// SuspicionMult before raising ProbeInterval if a fleet flaps.
+// slow, which removes most self-inflicted false positives. A fleet that
+// flaps (saru logs "Refuting a suspect message" and allocations that drop a
+// live director) needs a longer Config.FailureDetection (saru's
+// failure_detection), which scales the probe, suspicion and gossip timings
+// above together: 2s halves the rate at which they fire and doubles the
+// stall a director may survive. The lab's emulated (TCG) guests use 2s.
 //
 // # Encryption
 //

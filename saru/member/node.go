@@ -55,10 +55,19 @@ type Config struct {
 	Settings Settings
 	Version  string
 	Logger   *zap.Logger
+	// FailureDetection is the time in which the survivors should declare
+	// a dead director dead; DefaultFailureDetection if zero. It scales the
+	// probe and suspicion timings of Tune: shorter detects faster and
+	// declares more live directors dead when they stall (see the package
+	// doc).
+	FailureDetection time.Duration
 	// Tune, if set, adjusts the memberlist configuration after Tune's
 	// defaults are applied; tests use it, production should not need to.
 	Tune func(*memberlist.Config)
 }
+
+// DefaultFailureDetection is the failure detection time Tune aims at.
+const DefaultFailureDetection = time.Second
 
 // DefaultRejoinInterval is how often seeds are rejoined.
 const DefaultRejoinInterval = 10 * time.Second
@@ -70,12 +79,19 @@ const aloneRejoinInterval = time.Second
 
 // Tune applies the failure-detection settings documented in the package
 // doc to c.
-func Tune(c *memberlist.Config) {
-	c.ProbeInterval = 200 * time.Millisecond
-	c.ProbeTimeout = 100 * time.Millisecond
+func Tune(c *memberlist.Config) { TuneFor(c, DefaultFailureDetection) }
+
+// TuneFor is Tune with the probe, suspicion and gossip timings scaled so
+// that detection takes about d instead of DefaultFailureDetection.
+func TuneFor(c *memberlist.Config, d time.Duration) {
+	scale := func(base time.Duration) time.Duration {
+		return time.Duration(int64(base) * int64(d) / int64(DefaultFailureDetection))
+	}
+	c.ProbeInterval = scale(200 * time.Millisecond)
+	c.ProbeTimeout = scale(100 * time.Millisecond)
 	c.SuspicionMult = 2
 	c.SuspicionMaxTimeoutMult = 2
-	c.GossipInterval = 50 * time.Millisecond
+	c.GossipInterval = scale(50 * time.Millisecond)
 	c.GossipNodes = 3
 	c.GossipToTheDeadTime = 2 * time.Second
 	c.PushPullInterval = 15 * time.Second
@@ -128,7 +144,10 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	mc := memberlist.DefaultLANConfig()
-	Tune(mc)
+	if cfg.FailureDetection <= 0 {
+		cfg.FailureDetection = DefaultFailureDetection
+	}
+	TuneFor(mc, cfg.FailureDetection)
 	mc.Name = cfg.Name
 	mc.BindAddr = cfg.BindAddr
 	mc.BindPort = cfg.BindPort

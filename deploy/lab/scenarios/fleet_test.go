@@ -59,6 +59,7 @@ seeds: [10.1.0.1:7946, 10.1.0.2:7946, 10.1.0.3:7946]
 gossip_key_file: /tmp/gossip.key
 weight: 1
 quorum: 2
+failure_detection: 2s
 buckets: %d
 seed: 20240601
 sense: addrport
@@ -290,8 +291,8 @@ func runFleet(t *testing.T, tp topology) {
 // fleetUDPFlows and fleetUDPRate are the UDP load: flows of their own
 // source port each, datagrams per second per flow.
 const (
-	fleetUDPFlows = 20
-	fleetUDPRate  = 5
+	fleetUDPFlows = 10
+	fleetUDPRate  = 4
 )
 
 func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
