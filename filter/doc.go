@@ -49,9 +49,13 @@
 // opening packet, so UDP flows stay with the giver until the move completes;
 // by then syncd has copied the giver's connections to the taker. The rule
 // met is: no connection set up before a planned move breaks, and no new
-// connection is accepted by two directors. It needs the giver to apply each
-// step no later than the taker: giver handover_out, then taker handover_in;
-// at the end giver drops the bucket, then the taker owns it. The handover
+// connection is accepted by two directors. It needs the giver to apply
+// handover_out no later than the taker applies handover_in. At the end the
+// taker owns the bucket before the giver drops it (saru orders both by the
+// directors' gossiped progress): in between, both accept the flows older
+// than the move, which costs duplicate forwarding of their packets for a
+// moment rather than a stall, and a UDP flow that starts in that moment
+// (it has no opening packet to tell) may be taken by both. The handover
 // memory of a bucket is cleared whenever the bucket enters or leaves a
 // handover set, so a later move of the same bucket starts afresh.
 //

@@ -12,6 +12,7 @@ import (
 
 	"github.com/peerlvs/peerlvs/filter"
 	"github.com/peerlvs/peerlvs/saru/allocate"
+	"github.com/peerlvs/peerlvs/saru/controller"
 	"github.com/peerlvs/peerlvs/saru/member"
 	"gopkg.in/yaml.v3"
 )
@@ -197,7 +198,7 @@ func parseConfig(data []byte) (config, error) {
 	if c.FailureDetection < 500*time.Millisecond || c.FailureDetection > 30*time.Second {
 		bad("failure_detection", "%v out of range; use 500ms..30s (default %v)", c.FailureDetection, member.DefaultFailureDetection)
 	}
-	c.HandoverStep = dur("handover_step", f.HandoverStep, time.Second)
+	c.HandoverStep = dur("handover_step", f.HandoverStep, controller.DefaultHandoverStep)
 	c.HandoverHold = dur("handover_hold", f.HandoverHold, 5*time.Second)
 	if c.StatusListen == "" {
 		c.StatusListen = defaultStatusListen

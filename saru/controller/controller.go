@@ -12,7 +12,8 @@
 // HandoverOut as soon as it sees the new allocation and, once that is
 // applied, gossips the allocation's fingerprint (Membership.SetApplied);
 // the taker waits at least HandoverStep and until the giver's gossiped
-// fingerprint equals its own, and only then puts the bucket in HandoverIn,
+// fingerprint equals its own (HandoverStep, 0 by default, is only a lower
+// bound on that wait), and only then puts the bucket in HandoverIn,
 // so that the two never both take new flows of it however slow the gossip;
 // HandoverHold later the taker owns it and, once nothing is half-taken,
 // gossips that it has completed the allocation; the giver keeps the
@@ -81,7 +82,7 @@ type Membership interface {
 
 // Defaults for Config.
 const (
-	DefaultHandoverStep = time.Second
+	DefaultHandoverStep = 0
 	DefaultHandoverHold = 5 * time.Second
 	DefaultReadyPoll    = 200 * time.Millisecond
 	retryApply          = time.Second
@@ -94,9 +95,10 @@ type Config struct {
 	Readiness  ReadinessSource
 	Buckets    uint32
 	Seed       uint64
-	// HandoverStep is how long a taker waits after seeing a planned move
-	// before it takes the bucket into HandoverIn, so that the giver (which
-	// may learn of the move a few gossip rounds later) has moved first.
+	// HandoverStep is how long a taker waits at least after seeing a
+	// planned move before it takes the bucket into HandoverIn. The giver's
+	// release already orders the two, so none is needed; a step only
+	// delays new flows of moving buckets.
 	HandoverStep time.Duration
 	// HandoverHold is how long the giver keeps a bucket in HandoverOut
 	// (and the taker in HandoverIn) before letting go (taking it fully).
@@ -165,7 +167,7 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Buckets == 0 || cfg.Buckets > allocate.MaxBuckets {
 		return nil, fmt.Errorf("controller: bucket count %d out of range 1..%d", cfg.Buckets, allocate.MaxBuckets)
 	}
-	if cfg.HandoverStep <= 0 {
+	if cfg.HandoverStep < 0 {
 		cfg.HandoverStep = DefaultHandoverStep
 	}
 	if cfg.HandoverHold <= 0 {

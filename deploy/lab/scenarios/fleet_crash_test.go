@@ -304,9 +304,11 @@ func TestFleetSaruCrash(t *testing.T) {
 		t.Errorf("a bucket went unaccepted for %.0f ms, more than the %.0f ms failure detection + %.0f ms to apply", crash.MaxGapMS, crash.DetectMS, slack)
 	}
 	// Taking the share back is a planned move, giver first: the giver turns
-	// new flows of a bucket away (handover_out) up to handover_step before
-	// the taker accepts them (handover_in), so that no new flow is ever
-	// accepted twice. Established flows stay with the giver meanwhile.
+	// new flows of a bucket away (handover_out) and gossips that it has;
+	// the taker accepts them (handover_in) when that word arrives (and
+	// handover_step has passed), so that no new flow is ever accepted
+	// twice. Established flows stay with the giver meanwhile. The gap is
+	// the gossip delay of the word: allow 1 s on top of the step.
 	if limit := float64(fleetHandoverStep.Milliseconds()) + 1000; res[1].MaxGapMS > limit {
 		t.Errorf("while d2 took its share back, new flows of a bucket went unaccepted for %.0f ms, more than handover_step + 1 s (%.0f ms)", res[1].MaxGapMS, limit)
 	}

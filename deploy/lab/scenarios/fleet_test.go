@@ -3,8 +3,8 @@ package scenarios
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
 	"os"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,9 +24,10 @@ const (
 	fleetConns    = 120
 	fleetNewRate  = 10 // new connections per second during the whole run
 	fleetSettleOK = 3 * time.Second
-	// fleetHandoverStep is saru's handover_step: how long a taker waits
-	// after the giver stops accepting new flows of a bucket.
-	fleetHandoverStep = 500 * time.Millisecond
+	// fleetHandoverStep is saru's handover_step: the least a taker waits
+	// after seeing a planned move, on top of waiting for the giver's
+	// release.
+	fleetHandoverStep time.Duration = 0
 )
 
 type fleet struct {
