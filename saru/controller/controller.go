@@ -10,9 +10,9 @@
 // Two-phase, through the gossiped state alone. When a bucket moves between
 // two live directors (a join turning ready, a drain), the giver puts it in
 // HandoverOut as soon as it sees the new allocation and, once that is
-// applied, gossips the allocation's fingerprint (Membership.SetApplied);
-// the taker waits at least HandoverStep and until the giver's gossiped
-// fingerprint equals its own (HandoverStep, 0 by default, is only a lower
+// applied, gossips a key naming the allocation (its fingerprint and the
+// saru runs it was computed over; Membership.SetProgress); the taker waits
+// until the giver's gossiped key equals its own (HandoverStep, 0 by default, is only a lower
 // bound on that wait), and only then puts the bucket in HandoverIn,
 // so that the two never both take new flows of it however slow the gossip;
 // HandoverHold later the taker owns it and, once nothing is half-taken,
@@ -295,7 +295,8 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 		c.m.owned.Set(float64(len(m.BucketsOf(me))))
 	}
 	c.mu.Lock()
-	view, fp := c.members, c.cur.Fingerprint
+	view := c.members
+	fp := progressKey(c.cur, view)
 	c.mu.Unlock()
 	progress := func(name string) (member.Progress, bool) {
 		for _, v := range view {
@@ -317,7 +318,7 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 	next := c.plan.advance(now, c.cfg.HandoverHold)
 	if n := c.plan.forced - forced; n > 0 {
 		c.log.Warn("moved buckets on without the other director's word; its view of the fleet differs from ours",
-			zap.Int("buckets", n), zap.String("fingerprint", fmt.Sprintf("%016x", fp)))
+			zap.Int("buckets", n), zap.String("allocation_key", fmt.Sprintf("%016x", fp)))
 	}
 	own := c.plan.ownership()
 	c.mu.Lock()

@@ -433,3 +433,27 @@ func TestAloneWaits(t *testing.T) {
 		})
 	}
 }
+
+// TestProgressKey: the key of an allocation changes when a member it was
+// computed over runs a new saru, even though the allocation is the same.
+func TestProgressKey(t *testing.T) {
+	view := []member.Member{mb("a", 1, member.StateReady, true), mb("b", 1, member.StateReady, true)}
+	view[0].Run, view[1].Run = 1, 2
+	m, err := Compute(view, 64, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := progressKey(m, view)
+	if again := progressKey(m, slices.Clone(view)); again != k {
+		t.Fatalf("same view, keys %x and %x", k, again)
+	}
+	back := slices.Clone(view)
+	back[1].Run = 3 // b restarted
+	m2, _ := Compute(back, 64, 1, 1)
+	if m2.Fingerprint != m.Fingerprint {
+		t.Fatal("the allocation itself changed")
+	}
+	if progressKey(m2, back) == k {
+		t.Fatal("a restarted member did not change the key")
+	}
+}

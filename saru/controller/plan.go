@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"encoding/binary"
+	"hash/fnv"
 	"time"
 
 	"github.com/peerlvs/peerlvs/filter"
@@ -55,6 +57,29 @@ func Compute(ms []member.Member, buckets uint32, seed uint64, quorum int) (alloc
 		el = nil
 	}
 	return allocate.Allocate(el, buckets, seed)
+}
+
+// progressKey names allocation m as computed from view, for the handover
+// progress the directors gossip: its fingerprint and the saru run of every
+// member it was computed over. An allocation that comes back (a member
+// leaves and returns) gets a new key, so a release gossiped for its earlier
+// self, and perhaps never superseded in a lagging view, is not mistaken for
+// a fresh one.
+func progressKey(m allocate.Map, view []member.Member) uint64 {
+	runs := make(map[string]uint64, len(view))
+	for _, v := range view {
+		runs[v.Name] = v.Run
+	}
+	h := fnv.New64a()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], m.Fingerprint)
+	h.Write(b[:])
+	for _, am := range m.Members {
+		h.Write([]byte(am.Name))
+		binary.BigEndian.PutUint64(b[:], runs[am.Name])
+		h.Write(b[:])
+	}
+	return h.Sum64()
 }
 
 // HasQuorum reports whether view holds at least quorum eligible directors.

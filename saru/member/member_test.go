@@ -16,7 +16,7 @@ var settings = Settings{Buckets: 4096, Seed: 7, Sense: "addrport",
 	VIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}}
 
 func TestMetaRoundTripAndDiff(t *testing.T) {
-	buf, err := Encode("v1", 3, StateReady, Progress{42, 41}, settings, memberlist.MetaMaxSize)
+	buf, err := Encode("v1", 3, StateReady, 40, Progress{42, 41}, settings, memberlist.MetaMaxSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Weight != 3 || m.State != StateReady || m.Version != "v1" || m.Fingerprint != settings.Fingerprint() || m.Progress != (Progress{42, 41}) {
+	if m.Weight != 3 || m.State != StateReady || m.Version != "v1" || m.Fingerprint != settings.Fingerprint() || m.Progress != (Progress{42, 41}) || m.Run != 40 {
 		t.Fatalf("round trip: %+v", m)
 	}
 	if d := Diff(settings, m); d != nil {
@@ -38,7 +38,7 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 
 	other := settings
 	other.Buckets = 2048
-	buf, _ = Encode("v1", 1, StateReady, Progress{}, other, memberlist.MetaMaxSize)
+	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, other, memberlist.MetaMaxSize)
 	m, _ = Decode(buf)
 	if d := strings.Join(Diff(settings, m), "; "); d != "buckets=2048, we have 4096" {
 		t.Fatalf("diff = %q", d)
@@ -51,7 +51,7 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 	for i := range 100 {
 		many.VIPs = append(many.VIPs, netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
 	}
-	buf, err = Encode("v1", 1, StateReady, Progress{}, many, memberlist.MetaMaxSize)
+	buf, err = Encode("v1", 1, StateReady, 0, Progress{}, many, memberlist.MetaMaxSize)
 	if err != nil || len(buf) > memberlist.MetaMaxSize {
 		t.Fatalf("encode many VIPs: %d bytes, %v", len(buf), err)
 	}

@@ -81,6 +81,10 @@ type Meta struct {
 	Settings    Settings
 	VIPHash     uint64
 	Fingerprint uint64
+	// Run identifies the director's current saru process: random, drawn
+	// at start. An allocation that comes back (a director leaves and
+	// returns) is then told apart from its earlier self.
+	Run uint64
 	Progress
 }
 
@@ -113,16 +117,18 @@ type wire struct {
 	VH   string   `json:"vh"`
 	Ap   string   `json:"ap,omitempty"`
 	Se   string   `json:"se,omitempty"`
+	Rn   string   `json:"rn,omitempty"`
 	VIPs []string `json:"vips,omitempty"`
 }
 
-// Encode returns the metadata of a director with settings s and handover
-// progress pr, at most limit bytes. The
+// Encode returns the metadata of the saru run run of a director with
+// settings s and handover progress pr, at most limit bytes. The
 // VIP list is left out when it does not fit; its hash stays.
-func Encode(version string, weight uint32, st State, pr Progress, s Settings, limit int) ([]byte, error) {
+func Encode(version string, weight uint32, st State, run uint64, pr Progress, s Settings, limit int) ([]byte, error) {
 	vips := s.vipList()
 	w := wire{
-		V: version, W: weight, St: st, Ap: fmt.Sprintf("%016x", pr.Applied), Se: fmt.Sprintf("%016x", pr.Settled),
+		V: version, W: weight, St: st, Rn: fmt.Sprintf("%016x", run),
+		Ap: fmt.Sprintf("%016x", pr.Applied), Se: fmt.Sprintf("%016x", pr.Settled),
 		FP: fmt.Sprintf("%016x", s.Fingerprint()),
 		B:  s.Buckets, Sd: s.Seed, Sn: strings.ToLower(s.Sense),
 		VH: fmt.Sprintf("%016x", vipHash(vips)), VIPs: vips,
@@ -164,12 +170,12 @@ func Decode(buf []byte) (Meta, error) {
 		name string
 		in   string
 		out  *uint64
-	}{{"applied", w.Ap, &m.Applied}, {"settled", w.Se, &m.Settled}} {
+	}{{"applied", w.Ap, &m.Applied}, {"settled", w.Se, &m.Settled}, {"run", w.Rn, &m.Run}} {
 		if f.in == "" {
 			continue
 		}
 		if _, err := fmt.Sscanf(f.in, "%x", f.out); err != nil {
-			return Meta{}, fmt.Errorf("member: decode metadata: %s allocation %q: %w", f.name, f.in, err)
+			return Meta{}, fmt.Errorf("member: decode metadata: %s %q: %w", f.name, f.in, err)
 		}
 	}
 	for _, v := range w.VIPs {

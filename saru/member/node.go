@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"os"
 	"slices"
@@ -35,6 +36,8 @@ type Member struct {
 	Mismatch string `json:"mismatch,omitempty"`
 	// Local is true for this node.
 	Local bool `json:"local,omitempty"`
+	// Run identifies the member's saru process (see Meta.Run).
+	Run uint64 `json:"run,omitempty"`
 	Progress
 }
 
@@ -111,6 +114,7 @@ type Node struct {
 	addr     string
 	mu       sync.Mutex
 	progress Progress
+	run      uint64
 	state    State
 	warned   map[string]uint64 // member -> fingerprint already reported
 	// view is our own copy of the other members, kept by the event
@@ -137,10 +141,10 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg: cfg, log: cfg.Logger.With(zap.String("component", "member")),
 		changes: make(chan struct{}, 1), fp: cfg.Settings.Fingerprint(),
-		state: StateJoining, warned: map[string]uint64{}, view: map[string]seen{},
+		state: StateJoining, warned: map[string]uint64{}, view: map[string]seen{}, run: rand.Uint64(),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, Progress{^uint64(0), ^uint64(0)}, cfg.Settings, memberlist.MetaMaxSize); err != nil {
+	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, ^uint64(0), Progress{^uint64(0), ^uint64(0)}, cfg.Settings, memberlist.MetaMaxSize); err != nil {
 		return nil, err
 	}
 	mc := memberlist.DefaultLANConfig()
@@ -301,7 +305,7 @@ func (n *Node) Members() []Member {
 	n.mu.Lock()
 	out := make([]Member, 0, len(n.view)+1)
 	out = append(out, Member{Name: n.cfg.Name, Addr: n.addr, Weight: n.cfg.Weight, State: n.state,
-		Version: n.cfg.Version, FingerprintOK: true, Local: true, Progress: n.progress})
+		Version: n.cfg.Version, FingerprintOK: true, Local: true, Run: n.run, Progress: n.progress})
 	for name, sn := range n.view {
 		if name == n.cfg.Name {
 			continue
@@ -311,7 +315,7 @@ func (n *Node) Members() []Member {
 		if err != nil {
 			m.Mismatch = fmt.Sprintf("member %s has unreadable metadata: %v", name, err)
 		} else {
-			m.Weight, m.State, m.Version, m.Progress = meta.Weight, meta.State, meta.Version, meta.Progress
+			m.Weight, m.State, m.Version, m.Run, m.Progress = meta.Weight, meta.State, meta.Version, meta.Run, meta.Progress
 			if d := Diff(n.cfg.Settings, meta); len(d) == 0 {
 				m.FingerprintOK = true
 			} else {
@@ -480,7 +484,7 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	n.mu.Lock()
 	st, pr := n.state, n.progress
 	n.mu.Unlock()
-	buf, err := Encode(n.cfg.Version, n.cfg.Weight, st, pr, n.cfg.Settings, limit)
+	buf, err := Encode(n.cfg.Version, n.cfg.Weight, st, n.run, pr, n.cfg.Settings, limit)
 	if err != nil {
 		// New checked that the largest metadata fits.
 		n.log.Error("encode metadata", zap.Error(err))
