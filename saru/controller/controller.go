@@ -289,31 +289,19 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 		}
 		c.cur, c.members = m, view
 		c.mu.Unlock()
+		// The plan must judge the other directors' progress by this view
+		// and this allocation from the first transition on: judged by the
+		// previous ones, a release gossiped for the previous allocation
+		// would count for this one.
+		c.plan.watch(view, progressKey(m, view))
 		c.plan.update(old, m, alive, me, now, c.cfg.HandoverStep, c.cfg.HandoverHold)
 		c.m.members.Set(float64(len(view)))
 		c.m.eligible.Set(float64(len(Eligible(view))))
 		c.m.owned.Set(float64(len(m.BucketsOf(me))))
 	}
 	c.mu.Lock()
-	view := c.members
-	fp := progressKey(c.cur, view)
+	fp := progressKey(c.cur, c.members)
 	c.mu.Unlock()
-	progress := func(name string) (member.Progress, bool) {
-		for _, v := range view {
-			if v.Name == name {
-				return v.Progress, true
-			}
-		}
-		return member.Progress{}, false
-	}
-	c.plan.released = func(giver string) bool {
-		p, alive := progress(giver)
-		return !alive || p.Applied == fp // gone: nobody left to accept its flows
-	}
-	c.plan.taken = func(taker string) bool {
-		p, alive := progress(taker)
-		return !alive || p.Settled == fp // gone: its buckets move on anyway
-	}
 	forced := c.plan.forced
 	next := c.plan.advance(now, c.cfg.HandoverHold)
 	if n := c.plan.forced - forced; n > 0 {

@@ -457,3 +457,56 @@ func TestProgressKey(t *testing.T) {
 		t.Fatal("a restarted member did not change the key")
 	}
 }
+
+// TestNoStaleRelease: a giver's release of the previous allocation does not
+// count for the next one. d2 has released the allocation in which it owned
+// everything; when d1 turns ready and takes half, d1 must wait for d2's
+// release of the new allocation before it takes new flows (HandoverIn).
+func TestNoStaleRelease(t *testing.T) {
+	const B = 64
+	d1, d2 := mb("d1", 1, member.StateJoining, true), mb("d2", 1, member.StateReady, true)
+	d1.Run, d2.Run = 1, 2
+	alone, _ := Compute([]member.Member{d1, d2}, B, 3, 1)
+	d2.Applied = progressKey(alone, []member.Member{d1, d2})
+	fm := &fakeMembership{name: "d1", changes: make(chan struct{}, 1), members: []member.Member{d1, d2}}
+	fa := &fakeApplier{}
+	// A hold of 1s: the forced take (2*hold after the step) stays out of
+	// the 300ms watched below.
+	c, err := New(Config{Membership: fm, Applier: fa, Readiness: GraceReadiness{}, Buckets: B, Seed: 3,
+		HandoverHold: time.Second, ReadyPoll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go c.Run(ctx)
+	takesIn := func() bool {
+		for _, o := range fa.history() {
+			if len(o.HandoverIn) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(2 * time.Second); fm.State() != member.StateReady; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("d1 never turned ready")
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // several steps and deadlines
+	if takesIn() {
+		t.Fatal("d1 took new flows on d2's release of the previous allocation")
+	}
+	// d2 releases the new allocation.
+	view := fm.Members()
+	m, _ := Compute(view, B, 3, 1)
+	fm.mu.Lock()
+	fm.members[1].Applied = progressKey(m, view)
+	fm.mu.Unlock()
+	fm.changes <- struct{}{}
+	for deadline := time.Now().Add(2 * time.Second); !takesIn(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("d1 did not take new flows after d2's release")
+		}
+	}
+}

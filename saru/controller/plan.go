@@ -127,6 +127,27 @@ func newPlan(buckets uint32) *plan {
 	return &plan{st: make([]bucketState, buckets), until: make([]time.Time, buckets), peer: make([]string, buckets)}
 }
 
+// watch makes the plan judge releases and completions by the progress the
+// members of view gossip for the allocation with key key.
+func (p *plan) watch(view []member.Member, key uint64) {
+	progress := func(name string) (member.Progress, bool) {
+		for _, v := range view {
+			if v.Name == name {
+				return v.Progress, true
+			}
+		}
+		return member.Progress{}, false
+	}
+	p.released = func(giver string) bool {
+		pr, alive := progress(giver)
+		return !alive || pr.Applied == key // gone: nobody left to accept its flows
+	}
+	p.taken = func(taker string) bool {
+		pr, alive := progress(taker)
+		return !alive || pr.Settled == key // gone: its buckets move on anyway
+	}
+}
+
 // settled reports whether no bucket is half-taken.
 func (p *plan) settled() bool {
 	for _, s := range p.st {
