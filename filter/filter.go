@@ -139,8 +139,9 @@ func (f *Filter) Verify(ctx context.Context) ([]string, error) {
 }
 
 // Repair restores the rendering and the last applied ownership after a
-// foreign change. Before the first Apply it keeps whatever buckets the
-// kernel's sets hold (a restarted daemon inherits its last allocation).
+// foreign change, and the liveness table if it is gone. Before the first
+// Apply it keeps whatever buckets the kernel's sets hold, which are not
+// enforced until an Apply makes them live.
 func (f *Filter) Repair(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

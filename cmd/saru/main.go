@@ -265,6 +265,9 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if st.LastError != "" {
 		fmt.Fprintf(stdout, "last error: %s\n", st.LastError)
 	}
+	if st.Quorum > 1 && !st.QuorumMet {
+		fmt.Fprintf(stdout, "NO QUORUM: fewer than %d ready directors in view; no director owns a bucket\n", st.Quorum)
+	}
 	for _, m := range st.Members {
 		note := ""
 		if !m.FingerprintOK {
