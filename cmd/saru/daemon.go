@@ -167,12 +167,13 @@ func statusHandler(ctl *controller.Controller, rules rulesView, cfg config, reg 
 	mux.HandleFunc("GET /map", func(w http.ResponseWriter, r *http.Request) {
 		m, epoch, view := ctl.Map()
 		mv := controller.Describe(m, view, epoch, cfg.Sense.String(), cfg.Quorum)
-		fv, err := rules(r.Context())
-		if err != nil {
-			http.Error(w, "read this director's rules: "+err.Error(), http.StatusInternalServerError)
-			return
+		// The map is saru's; the rules are the kernel's. A failure to read
+		// the latter must not hide the former.
+		if fv, err := rules(r.Context()); err != nil {
+			mv.FilterError = "read this director's rules: " + err.Error()
+		} else {
+			mv.Filter = fv
 		}
-		mv.Filter = fv
 		_ = writeJSON(w, mv)
 	})
 	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -86,6 +87,15 @@ func TestStatusEndpoint(t *testing.T) {
 		!strings.Contains(out, "excluded: member d3 has buckets=32, we have 64") ||
 		!strings.Contains(out, "owned_accepted  7") || !strings.Contains(out, "2 buckets, min 3, median 4, max 4") {
 		t.Fatalf("map (exit %d, %s):\n%s", code, errs, out)
+	}
+	// The kernel's side failing to read does not hide saru's map.
+	broken := httptest.NewServer(statusHandler(ctl, func(context.Context) (*controller.FilterView, error) {
+		return nil, errors.New("netlink: boom")
+	}, cfg, prometheus.NewRegistry(), zap.NewNop()))
+	defer broken.Close()
+	out, errs, code = runCLI(t, "map", "--status", strings.TrimPrefix(broken.URL, "http://"))
+	if code != 0 || !strings.Contains(out, "d1        1       ready") || !strings.Contains(out, "THIS DIRECTOR'S RULES: read this director's rules: netlink: boom") {
+		t.Fatalf("map with unreadable rules (exit %d, %s):\n%s", code, errs, out)
 	}
 	out, _, code = runCLI(t, "status", "--status", addr)
 	if code != 0 || !strings.Contains(out, "node d1  state ready") || !strings.Contains(out, "EXCLUDED") {

@@ -29,6 +29,8 @@ type MapView struct {
 	// Filter is what this director's kernel enforces and counts; only the
 	// running daemon fills it in.
 	Filter *FilterView `json:"filter,omitempty"`
+	// FilterError says why Filter is missing from a running daemon's map.
+	FilterError string `json:"filter_error,omitempty"`
 }
 
 // FilterView is this director's nftables side of the map.
@@ -134,6 +136,9 @@ func (v MapView) WriteText(w io.Writer) error {
 		} else {
 			fmt.Fprintf(tw, "%d-%d\t%s\n", r.First, r.Last, owner)
 		}
+	}
+	if v.FilterError != "" {
+		fmt.Fprintf(tw, "\nTHIS DIRECTOR'S RULES: %s\n", v.FilterError)
 	}
 	if f := v.Filter; f != nil {
 		state := "live"
