@@ -3,6 +3,7 @@ package scenarios
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/peerlvs/peerlvs/deploy/lab"
 	"github.com/peerlvs/peerlvs/deploy/lab/traffic"
+	"github.com/peerlvs/peerlvs/filter"
 	"github.com/peerlvs/peerlvs/saru/controller"
 )
 
@@ -228,6 +230,9 @@ type eventResult struct {
 	// cause.
 	Broken    []string       `json:"broken,omitempty"`
 	NewErrors map[string]int `json:"new_errors,omitempty"`
+	// Spread counts the open held connections by the director whose
+	// buckets they fall in after the event.
+	Spread map[string]int `json:"spread,omitempty"`
 }
 
 func (e eventResult) newShare() float64 {
@@ -355,9 +360,10 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 				owners = append(owners, fmt.Sprintf("%s=%d", dv.Name, dv.Buckets))
 			}
 			e.Note = strings.Join(owners, " ")
+			e.Spread = spreadByMap(t, m, heldConns(rep))
 		}
-		live(t, "  %d/%d survive, longest stall %.0f ms, new connections %d/%d ok, allocation applied in %.0f ms (returning saru ready after %.0f ms); map %s",
-			e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.AllocMS, e.ReadyMS, e.Note)
+		live(t, "  %d/%d survive, longest stall %.0f ms, new connections %d/%d ok, allocation applied in %.0f ms (returning saru ready after %.0f ms); buckets %s; held connections by director now %v",
+			e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.AllocMS, e.ReadyMS, e.Note, e.Spread)
 		if len(e.Broken)+len(e.NewErrors) > 0 {
 			live(t, "  broke: %v; new connections failed: %v", e.Broken, e.NewErrors)
 		}
@@ -414,6 +420,30 @@ func spread(t *testing.T, d *director, held []string) map[string]int {
 		// "flow tcp 10.0.0.100:40000 -> bucket 12 -> director d3"
 		f := strings.Fields(line)
 		out[f[len(f)-1]]++
+	}
+	return out
+}
+
+// spreadByMap is spread computed here from a map and filter's hash twin
+// instead of one `saru map --flow` per connection.
+func spreadByMap(t *testing.T, m controller.MapView, held []string) map[string]int {
+	t.Helper()
+	sense, err := filter.ParseSense(m.Sense)
+	if err != nil {
+		t.Fatalf("map sense %q: %v", m.Sense, err)
+	}
+	h := filter.Hasher{Sense: sense, Seed: uint32(m.Seed), Buckets: m.Buckets}
+	out := map[string]int{}
+	for _, c := range held {
+		ap, err := netip.ParseAddrPort(c)
+		if err != nil {
+			t.Fatalf("held connection %q: %v", c, err)
+		}
+		owner := m.Owner(h.Bucket(filter.Flow{Proto: filter.ProtoTCP, Src: ap}))
+		if owner == "" {
+			owner = "(none)"
+		}
+		out[owner]++
 	}
 	return out
 }
