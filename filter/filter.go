@@ -151,12 +151,7 @@ func (f *Filter) Repair(ctx context.Context) error {
 	if f.live == nil || f.applied == nil {
 		return nil
 	}
-	c, err := f.conn()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = c.CloseLasting() }()
-	if t, err := findTable(ctx, c, liveTable(f.cfg.Table)); err != nil || t != nil {
+	if live, err := f.Live(ctx); err != nil || live {
 		return err
 	}
 	_ = f.disarm()

@@ -89,17 +89,11 @@ func (f *Filter) arm() error {
 }
 
 func (f *Filter) liveTableAbsent(ctx context.Context) error {
-	c, err := f.conn()
+	live, err := f.Live(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = c.CloseLasting() }()
-	name := liveTable(f.cfg.Table)
-	t, err := findTable(ctx, c, name)
-	if err != nil {
-		return fmt.Errorf("look for table inet %s: %w", name, err)
-	}
-	if t != nil {
+	if name := liveTable(f.cfg.Table); live {
 		return fmt.Errorf("table inet %s exists: another saru runs on this host and owns the rules (stop it first; if none runs, nft delete table inet %s)", name, name)
 	}
 	return nil

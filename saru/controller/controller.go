@@ -299,9 +299,7 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 		c.m.eligible.Set(float64(len(Eligible(view))))
 		c.m.owned.Set(float64(len(m.BucketsOf(me))))
 	}
-	c.mu.Lock()
-	fp := progressKey(c.cur, c.members)
-	c.mu.Unlock()
+	fp := c.plan.key
 	forced := c.plan.forced
 	next := c.plan.advance(now, c.cfg.HandoverHold)
 	if n := c.plan.forced - forced; n > 0 {

@@ -81,17 +81,22 @@ func TestCompute(t *testing.T) {
 	}
 }
 
+// drainFixture is the planned move the plan tests share: a, b and c own
+// B buckets (m3), then c drains (m2); step and hold are saru's defaults
+// of old.
+func drainFixture(B uint32) (step, hold time.Duration, m3, m2 allocate.Map, alive map[string]bool, t0 time.Time) {
+	three := []member.Member{mb("a", 1, member.StateReady, true), mb("b", 1, member.StateReady, true), mb("c", 1, member.StateReady, true)}
+	drainC := []member.Member{three[0], three[1], mb("c", 1, member.StateDraining, true)}
+	m3, _ = Compute(three, B, 1, 1)
+	m2, _ = Compute(drainC, B, 1, 1)
+	return time.Second, 5 * time.Second, m3, m2, map[string]bool{"a": true, "b": true, "c": true}, time.Unix(1000, 0)
+}
+
 // TestPlanHandover checks the giver-first order on both sides of a planned
 // move and the immediate takeover from a failed owner.
 func TestPlanHandover(t *testing.T) {
 	const B = 64
-	step, hold := time.Second, 5*time.Second
-	three := []member.Member{mb("a", 1, member.StateReady, true), mb("b", 1, member.StateReady, true), mb("c", 1, member.StateReady, true)}
-	drainC := []member.Member{three[0], three[1], mb("c", 1, member.StateDraining, true)}
-	m3, _ := Compute(three, B, 1, 1)
-	m2, _ := Compute(drainC, B, 1, 1)
-	alive := map[string]bool{"a": true, "b": true, "c": true}
-	t0 := time.Unix(1000, 0)
+	step, hold, m3, m2, alive, t0 := drainFixture(B)
 
 	giver, taker := newPlan(B), newPlan(B)
 	giver.update(allocate.Map{}, m3, alive, "c", t0, step, hold)
@@ -149,13 +154,7 @@ func TestPlanHandover(t *testing.T) {
 // no release ever comes.
 func TestPlanWaitsForRelease(t *testing.T) {
 	const B = 64
-	step, hold := time.Second, 5*time.Second
-	three := []member.Member{mb("a", 1, member.StateReady, true), mb("b", 1, member.StateReady, true), mb("c", 1, member.StateReady, true)}
-	drainC := []member.Member{three[0], three[1], mb("c", 1, member.StateDraining, true)}
-	m3, _ := Compute(three, B, 1, 1)
-	m2, _ := Compute(drainC, B, 1, 1)
-	alive := map[string]bool{"a": true, "b": true, "c": true}
-	t0 := time.Unix(1000, 0)
+	step, hold, m3, m2, alive, t0 := drainFixture(B)
 	toA := 0
 	for _, b := range m3.BucketsOf("c") {
 		if m2.OwnerOf(b) == "a" {
@@ -208,13 +207,7 @@ func TestPlanWaitsForRelease(t *testing.T) {
 // and lets go anyway 2*hold after hold if the word never comes.
 func TestPlanGiverWaitsForTaker(t *testing.T) {
 	const B = 64
-	step, hold := time.Second, 5*time.Second
-	three := []member.Member{mb("a", 1, member.StateReady, true), mb("b", 1, member.StateReady, true), mb("c", 1, member.StateReady, true)}
-	drainC := []member.Member{three[0], three[1], mb("c", 1, member.StateDraining, true)}
-	m3, _ := Compute(three, B, 1, 1)
-	m2, _ := Compute(drainC, B, 1, 1)
-	alive := map[string]bool{"a": true, "b": true, "c": true}
-	t0 := time.Unix(1000, 0)
+	step, hold, m3, m2, alive, t0 := drainFixture(B)
 	n := len(m3.BucketsOf("c"))
 	for _, tc := range []struct {
 		name      string

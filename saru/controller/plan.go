@@ -110,6 +110,7 @@ type plan struct {
 	st    []bucketState
 	until []time.Time
 	peer  []string // the giver of a pending bucket, the taker of one given away
+	key   uint64   // progressKey of the allocation the plan follows
 	// released reports whether giver has applied the current allocation,
 	// and so no longer takes new flows of the buckets it gives away; nil
 	// means always.
@@ -130,6 +131,7 @@ func newPlan(buckets uint32) *plan {
 // watch makes the plan judge releases and completions by the progress the
 // members of view gossip for the allocation with key key.
 func (p *plan) watch(view []member.Member, key uint64) {
+	p.key = key
 	progress := func(name string) (member.Progress, bool) {
 		for _, v := range view {
 			if v.Name == name {

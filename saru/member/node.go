@@ -274,11 +274,17 @@ func (n *Node) SetState(s State) error {
 		return nil
 	}
 	n.log.Info("state", zap.String("state", string(s)))
+	n.gossip("gossip state change", zap.String("state", string(s)))
+	return nil
+}
+
+// gossip broadcasts the local metadata after a change, waiting at most a
+// second, and tells the local watchers.
+func (n *Node) gossip(what string, fields ...zap.Field) {
 	if err := n.ml.UpdateNode(time.Second); err != nil {
-		n.log.Warn("gossip state change", zap.String("state", string(s)), zap.Error(err))
+		n.log.Warn(what, append(fields, zap.Error(err))...)
 	}
 	n.notify()
-	return nil
 }
 
 // SetProgress records how far this node has followed the allocation and
@@ -291,11 +297,8 @@ func (n *Node) SetProgress(p Progress) error {
 	if !changed {
 		return nil
 	}
-	if err := n.ml.UpdateNode(time.Second); err != nil {
-		n.log.Warn("gossip handover progress", zap.String("applied", fmt.Sprintf("%016x", p.Applied)),
-			zap.String("settled", fmt.Sprintf("%016x", p.Settled)), zap.Error(err))
-	}
-	n.notify()
+	n.gossip("gossip handover progress", zap.String("applied", fmt.Sprintf("%016x", p.Applied)),
+		zap.String("settled", fmt.Sprintf("%016x", p.Settled)))
 	return nil
 }
 

@@ -299,14 +299,8 @@ func TestFleetSaruCrash(t *testing.T) {
 			f.saru[d2.name] = d2.ns.Start("saru", "run", "--config", "/tmp/saru-"+d2.name+".yaml")
 		})
 		h.p.Kill()
-		if out[0].FirstDouble != "" || out[1].FirstDouble != "" || os.Getenv("PEERLVS_LAB_SARU_LOGS") != "" {
-			for _, d := range all {
-				for _, l := range strings.Split(f.saru[d.name].Stderr(), "\n") {
-					if l != "" && !strings.Contains(l, `"level":"debug"`) {
-						live(t, "%s saru: %s", d.name, l)
-					}
-				}
-			}
+		if out[0].FirstDouble != "" || out[1].FirstDouble != "" {
+			f.showSaruLogs(t)
 		}
 		return out
 	})

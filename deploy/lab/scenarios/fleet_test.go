@@ -327,7 +327,11 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 			"-flows", fmt.Sprint(fleetUDPFlows), "-rate", fmt.Sprint(fleetUDPRate), "-duration", "10m", "-per-flow=false")
 	}
 	time.Sleep(kernelSyncDelay)
-	r.Spread = spread(t, d1, heldConns(h.report(t)))
+	m, err := saruMap(d1)
+	if err != nil {
+		t.Fatalf("d1: saru map: %v", err)
+	}
+	r.Spread = spreadByMap(t, m, heldConns(h.report(t)))
 	live(t, "%s: %d connections held; by owning director %v; by real server %v", tp, fleetConns, r.Spread, r.Servers)
 
 	wasBroken := map[int]bool{}
@@ -381,13 +385,7 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 	event("6. d3 back", all, func() { f.back(t, d3) })
 	h.p.Kill()
 	if os.Getenv("PEERLVS_LAB_SARU_LOGS") != "" {
-		for _, d := range all {
-			for _, l := range strings.Split(f.saru[d.name].Stderr(), "\n") {
-				if !strings.Contains(l, `"level":"debug"`) && l != "" {
-					live(t, "%s saru: %s", d.name, l)
-				}
-			}
-		}
+		f.showSaruLogs(t)
 	}
 	if udp != nil {
 		if err := udp.Signal(syscall.SIGINT); err != nil {
@@ -407,25 +405,9 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 	return r
 }
 
-// spread counts held connections per owning director, using d's map and
-// `saru map --flow`.
-func spread(t *testing.T, d *director, held []string) map[string]int {
-	t.Helper()
-	out := map[string]int{}
-	for _, c := range held {
-		line, err := d.ns.Try("saru map --status %s --flow %s", saruStatus, c)
-		if err != nil {
-			t.Fatalf("saru map --flow %s: %v", c, err)
-		}
-		// "flow tcp 10.0.0.100:40000 -> bucket 12 -> director d3"
-		f := strings.Fields(line)
-		out[f[len(f)-1]]++
-	}
-	return out
-}
-
-// spreadByMap is spread computed here from a map and filter's hash twin
-// instead of one `saru map --flow` per connection.
+// spreadByMap counts held connections per director owning their bucket in
+// m, with filter's hash twin (one `saru map --flow` per connection would
+// cost an exec each in the emulated guest).
 func spreadByMap(t *testing.T, m controller.MapView, held []string) map[string]int {
 	t.Helper()
 	sense, err := filter.ParseSense(m.Sense)
@@ -446,6 +428,22 @@ func spreadByMap(t *testing.T, m controller.MapView, held []string) map[string]i
 		out[owner]++
 	}
 	return out
+}
+
+// showSaruLogs prints every running saru's log but its debug lines, for
+// the host to show (PEERLVS_LAB_LIVE=1, or the console dump of a failure).
+func (f *fleet) showSaruLogs(t *testing.T) {
+	for _, d := range f.directors {
+		p := f.saru[d.name]
+		if p == nil {
+			continue
+		}
+		for _, l := range strings.Split(p.Stderr(), "\n") {
+			if l != "" && !strings.Contains(l, `"level":"debug"`) {
+				live(t, "%s saru: %s", d.name, l)
+			}
+		}
+	}
 }
 
 // live prints a line that the host shows while the lab runs (make demo).
