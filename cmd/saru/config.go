@@ -73,7 +73,7 @@ const (
 )
 
 func (c config) settings() member.Settings {
-	return member.Settings{Buckets: c.Buckets, Seed: c.Seed, Sense: c.Sense.String(), VIPs: c.VIPs}
+	return member.Settings{Allocator: allocate.Version, Buckets: c.Buckets, Seed: c.Seed, Sense: c.Sense.String(), VIPs: c.VIPs}
 }
 
 func (c config) filterConfig() filter.Config {

@@ -159,12 +159,19 @@ func joinerNames(k int) []Member {
 	return js
 }
 
-// reportSeeds are averaged over so that small N, with few leaves to average,
-// is not one draw.
-var reportSeeds = []uint64{0x5eed, 1, 2, 3, 4, 5, 6, 7}
+// reportSeeds are averaged over: one member set's figure depends on how
+// evenly its few lattices fall (for Maglev's permutations as much as for
+// Allocate's keys), so a single seed, or a handful at small N, is one draw.
+var reportSeeds = func() []uint64 {
+	s := []uint64{0x5eed}
+	for i := range uint64(15) {
+		s = append(s, i+1)
+	}
+	return s
+}()
 
 // TestReportMovement prints the comparison tables for docs/benchmarks.md
-// (about 20 s on one core):
+// (about 45 s on one core):
 //
 //	go test ./saru/allocate/ -run '^TestReportMovement$' -count=1 -v -args -report
 func TestReportMovement(t *testing.T) {
@@ -205,14 +212,10 @@ func TestReportMovement(t *testing.T) {
 // TestMovementVsMaglevBalanced compares Allocate at equal balance with
 // Maglev fixed up to Allocate's quotas by the fewest moves
 // (maglevBalancedAllocate): both must stay within one bucket of the fair
-// share everywhere, and from N=8 on Allocate must move no more on average
-// on single leaves and on single joins. For N <= 5 maglev-balanced moves
-// less (by up to about 2% of the minimum at B=1024 and 1% at B=4096; at
-// N=2 leaves tie at exactly 1 and maglev-balanced joins move less), so
-// there the averages are only logged; the same holds at B=65536 up to N=8.
-// See TestReportMovement for the table.
+// share everywhere, and Allocate must move no more on average on single
+// leaves and on single joins, averaged over reportSeeds. Single changes can
+// go either way (see TestReportMovement for the maxima).
 func TestMovementVsMaglevBalanced(t *testing.T) {
-	seeds := []uint64{0x5eed, 1, 2}
 	for _, buckets := range []uint32{1024, 4096} {
 		for _, n := range []int{2, 3, 4, 5, 8, 16} {
 			if testing.Short() && buckets > 1024 {
@@ -220,7 +223,7 @@ func TestMovementVsMaglevBalanced(t *testing.T) {
 			}
 			t.Run(fmt.Sprintf("B=%d/N=%d", buckets, n), func(t *testing.T) {
 				var ours, mb movement
-				for _, seed := range seeds {
+				for _, seed := range reportSeeds {
 					measure(&ours, algorithms[0].alloc, testMembers(n, false), joinerNames(4), buckets, seed)
 					measure(&mb, maglevBalancedAllocate, testMembers(n, false), joinerNames(4), buckets, seed)
 				}
@@ -231,7 +234,7 @@ func TestMovementVsMaglevBalanced(t *testing.T) {
 				if ours.maxDev >= 1 || mb.maxDev >= 1 {
 					t.Errorf("max deviation %.2f (allocate), %.2f (maglev-balanced), want < 1", ours.maxDev, mb.maxDev)
 				}
-				if n >= 8 && (ours.leaveAvg > mb.leaveAvg || ours.joinAvg > mb.joinAvg) {
+				if ours.leaveAvg > mb.leaveAvg || ours.joinAvg > mb.joinAvg {
 					t.Errorf("allocate moves more than maglev-balanced: leave %.4f vs %.4f, join %.4f vs %.4f",
 						ours.leaveAvg, mb.leaveAvg, ours.joinAvg, mb.joinAvg)
 				}

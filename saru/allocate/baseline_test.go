@@ -2,6 +2,7 @@ package allocate
 
 import (
 	"cmp"
+	"math/bits"
 	"slices"
 	"strings"
 )
@@ -212,14 +213,22 @@ func baselineMap(members []Member, buckets uint32, seed uint64) Map {
 	return Map{Buckets: buckets, Seed: seed, Members: ms, Owner: make([]int32, buckets)}
 }
 
-func isPrime(n uint64) bool {
-	if n < 2 {
-		return false
+// pairHash is the hashed rendezvous key of a member and a bucket (the
+// folded 64x64->128-bit product), for the plain rendezvous baseline, which
+// draws its keys independently per pair as rendezvous hashing does.
+func pairHash(mh, bh uint64) uint64 {
+	hi, lo := bits.Mul64(mh, bh)
+	return hi ^ lo
+}
+
+const bucketSalt = 0xbb67ae8584caa73b
+
+// bucketHashes returns one independent-looking value per bucket for the seed.
+func bucketHashes(buckets uint32, seed uint64) []uint64 {
+	s := mix64(seed ^ bucketSalt)
+	bh := make([]uint64, buckets)
+	for b := range bh {
+		bh[b] = mix64(s + uint64(b+1)*golden)
 	}
-	for d := uint64(2); d*d <= n; d++ {
-		if n%d == 0 {
-			return false
-		}
-	}
-	return true
+	return bh
 }

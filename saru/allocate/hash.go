@@ -4,7 +4,7 @@ import "math/bits"
 
 // mix64 is the splitmix64 finalizer (Stafford's variant 13): a bijection
 // with full avalanche, used wherever a value must look uniformly random
-// (name, bucket and seed hashes) before it meets pairHash.
+// (name and seed hashes).
 func mix64(x uint64) uint64 {
 	x ^= x >> 30
 	x *= 0xbf58476d1ce4e5b9
@@ -14,12 +14,13 @@ func mix64(x uint64) uint64 {
 	return x
 }
 
-// Distinct constants keep the member and bucket hashes derived from one
-// seed unrelated to each other.
+// Distinct constants keep the hashes derived from one seed unrelated to
+// each other.
 const (
 	golden     = 0x9e3779b97f4a7c15
 	memberSalt = 0x6a09e667f3bcc908
-	bucketSalt = 0xbb67ae8584caa73b
+	mulSalt    = 0x3c6ef372fe94f82b
+	addSalt    = 0xa54ff53a5f1d36f1
 )
 
 // nameHash hashes a member name with FNV-1a and binds it to the seed. FNV is
@@ -34,25 +35,53 @@ func nameHash(name string, seed uint64) uint64 {
 	return mix64(h ^ mix64(seed^memberSalt))
 }
 
-// pairHash is the rendezvous hash of a member and a bucket: the folded
-// 64x64->128-bit product that wyhash and rapidhash mix with. Both inputs are
-// already uniformly mixed. One multiply instead of mix64's two matters in the
-// O(B*N) loop, and a chi-square test of the winner permutations of 4 members
-// over 65536 buckets (and of consecutive buckets' winners) could not tell it
-// from mix64(mh^bh).
-func pairHash(mh, bh uint64) uint64 {
-	hi, lo := bits.Mul64(mh, bh)
-	return hi ^ lo
+// lattice holds the per-allocation constants of the rendezvous keys: member
+// m ranks bucket b by its position (mul*b + add) mod size, an affine
+// permutation of the buckets modulo a prime. Why a lattice and not a hash
+// per pair: see the package documentation.
+type lattice struct {
+	size uint64 // smallest prime >= buckets; below 2^21 as buckets <= 2^20
+	step uint64 // MaxUint64 / (size+1): spreads scores 1..size over (0, 2^64)
 }
 
-// bucketHashes returns one independent-looking value per bucket for the seed.
-func bucketHashes(buckets uint32, seed uint64) []uint64 {
-	s := mix64(seed ^ bucketSalt)
-	bh := make([]uint64, buckets)
-	for b := range bh {
-		bh[b] = mix64(s + uint64(b+1)*golden)
+func newLattice(buckets uint32) lattice {
+	size := uint64(max(buckets, 2))
+	for !isPrime(size) {
+		size++
 	}
-	return bh
+	return lattice{size: size, step: ^uint64(0) / (size + 1)}
+}
+
+// member returns the multiplier (never 0 mod size, so the map is a
+// permutation) and offset of the member whose seeded name hash is mh.
+func (l lattice) member(mh uint64) (mul, add uint64) {
+	return mix64(mh^mulSalt)%(l.size-1) + 1, mix64(mh^addSalt) % l.size
+}
+
+// score is size minus the position of bucket b in the permutation (mul,
+// add): in [1, size], larger is better.
+func (l lattice) score(mul, add uint64, b uint32) uint64 {
+	// mul < 2^21 and b < 2^20: no overflow.
+	return l.size - (mul*uint64(b)+add)%l.size
+}
+
+// hash maps a score to the pair hash that the weighted key takes: uniform
+// over (0, 2^64) when the score is uniform over [1, size], and in the same
+// order.
+func (l lattice) hash(score uint64) uint64 {
+	return score * l.step
+}
+
+func isPrime(n uint64) bool {
+	if n < 2 {
+		return false
+	}
+	for d := uint64(2); d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // log2Table[i] is log2(1 + i/1024) in Q32, computed with integer arithmetic

@@ -3,7 +3,7 @@ package allocate
 import "slices"
 
 // Pairs (member, bucket) are ordered by w (weighted key, smaller is better),
-// then hv (the inverted pair hash, so a larger hash is better), then member
+// then hv (the inverted pair hash, lattice.hash, so a larger hash is better), then member
 // index on a bucket's side or bucket number on a member's side. With a
 // single weight class w is always 0: the weighted key is a non-increasing
 // function of the hash, so hv alone gives the same order and the logarithm
@@ -31,11 +31,12 @@ const lookahead = 8
 
 type matcher struct {
 	idx      []int32  // member index (into the sorted members) per active member
-	mh       []uint64 // seeded name hash per active member
+	mul, add []uint64 // lattice permutation per active member
 	k        []uint64 // weightedKey multiplier per active member
 	class    []int    // active members grouped by weight: class c is [class[c], class[c+1])
 	weighted bool     // more than one class
-	bh       []uint64 // per bucket
+	lat      lattice
+	buckets  uint32
 
 	// Per bucket, the key of its current proposal: with the member holding
 	// it, or with the member that just refused it. A bucket is in one place
@@ -115,12 +116,15 @@ func newMatcher(ms []Member, weights []uint64, quota []uint32, buckets uint32, s
 		return int(a - b)
 	})
 	active := len(mt.idx)
-	mt.mh = make([]uint64, active)
+	mt.lat = newLattice(buckets)
+	mt.buckets = buckets
+	mt.mul = make([]uint64, active)
+	mt.add = make([]uint64, active)
 	mt.k = make([]uint64, active)
 	mt.off = make([]int, active+1)
 	mt.n = make([]int, active)
 	for p, i := range mt.idx {
-		mt.mh[p] = nameHash(ms[i].Name, seed)
+		mt.mul[p], mt.add[p] = mt.lat.member(nameHash(ms[i].Name, seed))
 		// maxW < 2^32, so maxW<<31 < 2^63, and k lies in [2^31, 2^63]:
 		// proportional to 1/weight with at least 31 significant bits.
 		mt.k[p] = (maxW << 31) / weights[i]
@@ -131,14 +135,13 @@ func newMatcher(ms []Member, weights []uint64, quota []uint32, buckets uint32, s
 	}
 	mt.class = append(mt.class, active)
 	mt.weighted = len(mt.class) > 2
-	mt.bh = bucketHashes(buckets, seed)
 	mt.held = make([]uint32, buckets)
 	return mt
 }
 
 // pairKey returns the key of active member p for bucket b.
 func (mt *matcher) pairKey(p int, b uint32) (w, hv uint64) {
-	h := pairHash(mt.mh[p], mt.bh[b])
+	h := mt.lat.hash(mt.lat.score(mt.mul[p], mt.add[p], b))
 	if mt.weighted {
 		w = weightedKey(h, mt.k[p])
 	}
@@ -149,7 +152,7 @@ func (mt *matcher) pairKey(p int, b uint32) (w, hv uint64) {
 // bucket's key with it. Within a weight class the largest hash wins, so only
 // class winners need a weighted key.
 func (mt *matcher) firstChoices(arg []int32) {
-	buckets := len(mt.bh)
+	buckets := int(mt.buckets)
 	h := make([]uint64, buckets) // becomes curHV once inverted
 	var carg []int32
 	var ch []uint64
@@ -160,7 +163,7 @@ func (mt *matcher) firstChoices(arg []int32) {
 	for c := 0; c+1 < len(mt.class); c++ {
 		lo, hi := mt.class[c], mt.class[c+1]
 		if c == 0 {
-			classMax(mt.bh, mt.mh[lo:hi], int32(lo), arg, h)
+			mt.classMax(lo, hi, arg, h)
 			if mt.weighted {
 				for b := range h {
 					mt.curW[b] = weightedKey(h[b], mt.k[lo])
@@ -168,7 +171,7 @@ func (mt *matcher) firstChoices(arg []int32) {
 			}
 			continue
 		}
-		classMax(mt.bh, mt.mh[lo:hi], int32(lo), carg, ch)
+		mt.classMax(lo, hi, carg, ch)
 		for b := range ch {
 			cw := weightedKey(ch[b], mt.k[lo])
 			if pairLess(cw, ^ch[b], mt.idx[carg[b]], mt.curW[b], ^h[b], mt.idx[arg[b]]) {
@@ -182,37 +185,56 @@ func (mt *matcher) firstChoices(arg []int32) {
 	mt.curHV = h
 }
 
-// classMax sets carg[b], ch[b] to the member (numbered from first) with the
-// largest pair hash for bucket b, the lower number winning a tie. It runs
-// member by member over all buckets, which has no dependency between
-// iterations and is markedly faster than bucket by bucket.
-func classMax(bh, mh []uint64, first int32, carg []int32, ch []uint64) {
-	carg, ch = carg[:len(bh)], ch[:len(bh)]
-	for b, x := range bh {
-		carg[b], ch[b] = first, pairHash(mh[0], x)
+// classMax sets carg[b], ch[b] to the member among active members [lo, hi)
+// with the largest pair hash for bucket b, the lower number winning a tie.
+// It runs member by member over all buckets, which has no dependency between
+// iterations, and steps each member's lattice position by its multiplier
+// instead of dividing; ch holds positions (smaller is better) until the end.
+func (mt *matcher) classMax(lo, hi int, carg []int32, ch []uint64) {
+	size := mt.lat.size
+	carg, ch = carg[:mt.buckets], ch[:mt.buckets]
+	pos := mt.add[lo]
+	for b := range ch {
+		carg[b], ch[b] = int32(lo), pos
+		if pos += mt.mul[lo]; pos >= size {
+			pos -= size
+		}
 	}
-	p := 1
-	// Two members per sweep halve the loads and stores of the running maxima.
-	for ; p+1 < len(mh); p += 2 {
-		m0, m1 := mh[p], mh[p+1]
-		p0, p1 := first+int32(p), first+int32(p+1)
-		for b, x := range bh {
-			v, q := pairHash(m0, x), p0
-			if v1 := pairHash(m1, x); v1 > v {
-				v, q = v1, p1
+	p := lo + 1
+	// Two members per sweep halve the loads and stores of the running minima.
+	for ; p+1 < hi; p += 2 {
+		s0, s1 := mt.mul[p], mt.mul[p+1]
+		x0, x1 := mt.add[p], mt.add[p+1]
+		q0, q1 := int32(p), int32(p+1)
+		for b, best := range ch {
+			v, q := x0, q0
+			if x1 < v {
+				v, q = x1, q1
 			}
-			if v > ch[b] {
+			if v < best {
 				ch[b], carg[b] = v, q
 			}
-		}
-	}
-	for ; p < len(mh); p++ {
-		m := mh[p]
-		for b, x := range bh {
-			if v := pairHash(m, x); v > ch[b] {
-				ch[b], carg[b] = v, first+int32(p)
+			if x0 += s0; x0 >= size {
+				x0 -= size
+			}
+			if x1 += s1; x1 >= size {
+				x1 -= size
 			}
 		}
+	}
+	for ; p < hi; p++ {
+		step, pos, q := mt.mul[p], mt.add[p], int32(p)
+		for b, best := range ch {
+			if pos < best {
+				ch[b], carg[b] = pos, q
+			}
+			if pos += step; pos >= size {
+				pos -= size
+			}
+		}
+	}
+	for b, pos := range ch {
+		ch[b] = mt.lat.hash(size - pos)
 	}
 }
 
@@ -225,7 +247,7 @@ func (mt *matcher) next(r refused) cand {
 		last.w = mt.curW[r.b]
 	}
 	if mt.ahead == nil {
-		mt.ahead = make([]int32, len(mt.bh))
+		mt.ahead = make([]int32, mt.buckets)
 	}
 	g := int(mt.ahead[r.b])
 	if g > 0 {
@@ -245,9 +267,8 @@ func (mt *matcher) next(r refused) cand {
 	// Refill with the best members after last, in order.
 	group := mt.group(g)
 	n := 0
-	x := mt.bh[r.b]
-	for p, m := range mt.mh {
-		h := pairHash(m, x)
+	for p := range mt.mul {
+		h := mt.lat.hash(mt.lat.score(mt.mul[p], mt.add[p], r.b))
 		c := cand{hv: ^h, p: int32(p), i: mt.idx[p]}
 		if mt.weighted {
 			c.w = weightedKey(h, mt.k[p])

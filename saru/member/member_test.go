@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-var settings = Settings{Buckets: 4096, Seed: 7, Sense: "addrport",
+var settings = Settings{Allocator: 2, Buckets: 4096, Seed: 7, Sense: "addrport",
 	VIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}}
 
 func TestMetaRoundTripAndDiff(t *testing.T) {
@@ -42,6 +42,24 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 	m, _ = Decode(buf)
 	if d := strings.Join(Diff(settings, m), "; "); d != "buckets=2048, we have 4096" {
 		t.Fatalf("diff = %q", d)
+	}
+
+	// A director running another allocation algorithm, or one from before
+	// the allocator version was advertised, must not count as agreeing.
+	for _, tc := range []struct {
+		alloc uint32
+		want  string
+	}{
+		{3, "allocator=3, we have 2: run one saru release on every director"},
+		{0, "no allocator version (an older saru), we have allocator 2: run one saru release on every director"},
+	} {
+		other := settings
+		other.Allocator = tc.alloc
+		buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, other, memberlist.MetaMaxSize)
+		m, _ = Decode(buf)
+		if d := strings.Join(Diff(settings, m), "; "); d != tc.want {
+			t.Fatalf("allocator %d: diff = %q", tc.alloc, d)
+		}
 	}
 
 	// Too many VIPs for the metadata: the list is dropped, the hash still

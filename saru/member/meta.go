@@ -26,13 +26,17 @@ func (s State) valid() bool {
 }
 
 // Settings are what every director of a fleet must agree on: directors
-// that hash flows differently, or split a different number of buckets,
-// would each accept flows the others also accept, or none would.
+// that hash flows differently, split a different number of buckets, or
+// divide them with a different allocation algorithm, would each accept
+// flows the others also accept, or none would.
 type Settings struct {
-	Buckets uint32
-	Seed    uint32
-	Sense   string
-	VIPs    []netip.Addr
+	// Allocator is the allocation algorithm's version (allocate.Version).
+	// 0 in a remote director's settings means it predates the field.
+	Allocator uint32
+	Buckets   uint32
+	Seed      uint32
+	Sense     string
+	VIPs      []netip.Addr
 }
 
 func (s Settings) vipList() []string {
@@ -62,10 +66,11 @@ func vipHash(vips []string) uint64 {
 // spelling, so equal settings give equal fingerprints on every director.
 func (s Settings) Fingerprint() uint64 {
 	h := fnv.New64a()
-	var b [16]byte
+	var b [20]byte
 	binary.BigEndian.PutUint32(b[0:], s.Buckets)
 	binary.BigEndian.PutUint32(b[4:], s.Seed)
 	binary.BigEndian.PutUint64(b[8:], vipHash(s.vipList()))
+	binary.BigEndian.PutUint32(b[16:], s.Allocator)
 	h.Write(b[:])
 	h.Write([]byte(strings.ToLower(s.Sense)))
 	return h.Sum64()
@@ -111,6 +116,7 @@ type wire struct {
 	W    uint32   `json:"w"`
 	St   State    `json:"st"`
 	FP   string   `json:"fp"`
+	Al   uint32   `json:"al,omitempty"`
 	B    uint32   `json:"b"`
 	Sd   uint32   `json:"sd"`
 	Sn   string   `json:"sn"`
@@ -130,7 +136,7 @@ func Encode(version string, weight uint32, st State, run uint64, pr Progress, s 
 		V: version, W: weight, St: st, Rn: fmt.Sprintf("%016x", run),
 		Ap: fmt.Sprintf("%016x", pr.Applied), Se: fmt.Sprintf("%016x", pr.Settled),
 		FP: fmt.Sprintf("%016x", s.Fingerprint()),
-		B:  s.Buckets, Sd: s.Seed, Sn: strings.ToLower(s.Sense),
+		Al: s.Allocator, B: s.Buckets, Sd: s.Seed, Sn: strings.ToLower(s.Sense),
 		VH: fmt.Sprintf("%016x", vipHash(vips)), VIPs: vips,
 	}
 	buf, err := json.Marshal(w)
@@ -159,7 +165,7 @@ func Decode(buf []byte) (Meta, error) {
 		return Meta{}, fmt.Errorf("member: decode metadata: unknown state %q", w.St)
 	}
 	m := Meta{Version: w.V, Weight: w.W, State: w.St,
-		Settings: Settings{Buckets: w.B, Seed: w.Sd, Sense: w.Sn}}
+		Settings: Settings{Allocator: w.Al, Buckets: w.B, Seed: w.Sd, Sense: w.Sn}}
 	if _, err := fmt.Sscanf(w.FP, "%x", &m.Fingerprint); err != nil {
 		return Meta{}, fmt.Errorf("member: decode metadata: fingerprint %q: %w", w.FP, err)
 	}
@@ -196,6 +202,13 @@ func Diff(ours Settings, theirs Meta) []string {
 		return nil
 	}
 	var d []string
+	switch a := theirs.Settings.Allocator; {
+	case a == ours.Allocator:
+	case a == 0:
+		d = append(d, fmt.Sprintf("no allocator version (an older saru), we have allocator %d: run one saru release on every director", ours.Allocator))
+	default:
+		d = append(d, fmt.Sprintf("allocator=%d, we have %d: run one saru release on every director", a, ours.Allocator))
+	}
 	if theirs.Settings.Buckets != ours.Buckets {
 		d = append(d, fmt.Sprintf("buckets=%d, we have %d", theirs.Settings.Buckets, ours.Buckets))
 	}
