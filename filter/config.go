@@ -28,6 +28,14 @@ const DefaultFlowTimeout = 10 * time.Minute
 // the bits kube-proxy (0x4000, 0x8000) and small IPVS fwmarks use.
 const DefaultMark = 0x1000
 
+// Bounds of Config.Lease: below MinLease a renewal could not keep up on a
+// loaded host; above MaxLease a stalled director would accept flows long
+// after its peers have taken them over.
+const (
+	MinLease = 50 * time.Millisecond
+	MaxLease = time.Minute
+)
+
 // Priority of the prerouting base chain. It runs before defragmentation
 // (-400), before raw (-300) and conntrack (-200), and so long before IPVS,
 // which hooks LOCAL_IN and FORWARD: a director spends neither conntrack nor
@@ -65,6 +73,11 @@ type Config struct {
 	// Mark is the single packet-mark bit the liveness table sets and the
 	// main table tests and clears; DefaultMark if zero.
 	Mark uint32
+	// Lease, if not zero, makes liveness also expire this long after the
+	// last Renew, so that a process that is alive but stalled stops
+	// accepting flows like a dead one. Zero: liveness lasts as long as the
+	// process.
+	Lease time.Duration
 }
 
 // Hasher returns the userspace twin of the rules c renders.
@@ -84,6 +97,12 @@ func (c Config) normalize() (Config, error) {
 	}
 	if c.Mark == 0 {
 		c.Mark = DefaultMark
+	}
+	if c.Lease != 0 && (c.Lease < MinLease || c.Lease > MaxLease) {
+		errs = append(errs, fmt.Errorf("lease %v out of range: want 0 (none) or %v..%v", c.Lease, MinLease, MaxLease))
+	}
+	if c.Lease%time.Millisecond != 0 {
+		errs = append(errs, fmt.Errorf("lease %v: the kernel counts set timeouts in whole milliseconds", c.Lease))
 	}
 	if bits.OnesCount32(c.Mark) != 1 {
 		errs = append(errs, fmt.Errorf("mark %#x must be a single bit", c.Mark))

@@ -82,9 +82,17 @@
 // the table would make it accept everything. A restarted saru owns nothing
 // until it is ready, so it withdraws the stale buckets before it arms.
 // Remove tears both tables down and is meant only for an operator's
-// explicit request. A hung (not dead) saru keeps its socket and so its
-// buckets; memberlist declares it dead all the same, which is the one case
-// where two directors may accept the same new flows.
+// explicit request.
+//
+// A stalled (not dead) saru keeps its socket, and memberlist declares it
+// dead all the same. With Config.Lease the liveness rule also needs the
+// one element of a set with a timeout, which the daemon renews (Renew); a
+// stall longer than the lease lets it expire in the kernel, and the
+// director accepts nothing, as if dead. The lease must be shorter than the
+// least time the fleet takes to declare a silent director dead. After a
+// lapse Renew refuses (ErrLeaseLapsed): the others may hold the buckets by
+// now, so the daemon first makes sure the fleet has taken it back and then
+// calls Restore.
 //
 // # Counters
 //

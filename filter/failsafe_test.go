@@ -3,12 +3,14 @@ package filter
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +25,10 @@ func failsafeConfig() Config {
 	return c
 }
 
+// failsafeLease is the child's lease, renewed every failsafeLease/4 as
+// saru does.
+const failsafeLease = 300 * time.Millisecond
+
 var failsafeOwned = []uint32{0, 3, 4, 9, 15}
 
 // TestFailSafeChild is the daemon stand-in TestFailSafe runs as a separate
@@ -36,7 +42,9 @@ func TestFailSafeChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := New(failsafeConfig(), WithNetNSFd(int(h)))
+	cfg := failsafeConfig()
+	cfg.Lease = failsafeLease
+	f, err := New(cfg, WithNetNSFd(int(h)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,11 +52,25 @@ func TestFailSafeChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Stdout.WriteString("APPLIED\n")
-	time.Sleep(60 * time.Second) // bounded: the parent kills us long before
+	// Bounded: the parent kills us long before.
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(failsafeLease / 4) {
+		err := f.Renew()
+		if errors.Is(err, ErrLeaseLapsed) {
+			// saru waits for the fleet to catch up first; the test has no
+			// fleet.
+			os.Stdout.WriteString("LAPSED\n")
+			err = f.Restore()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
-// TestFailSafe kills the applying process with SIGKILL and checks the
-// choice documented in the package: the rules stay, but with their owner
+// TestFailSafe stops and then kills the applying process and checks the
+// choice documented in the package. Stopped (SIGSTOP), it stops renewing
+// its lease and, once the lease runs out, accepts nothing; it accepts again
+// after SIGCONT. Killed with SIGKILL, its rules stay, but with their owner
 // gone they accept no flow for the VIPs, so the dead director cannot
 // accept a flow its survivors take over. A restarted daemon brings them
 // back to life, a second daemon on the same host is refused, and Close
@@ -153,6 +175,36 @@ func TestFailSafe(t *testing.T) {
 	live(true)
 	wantSplit("child running")
 
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	time.Sleep(failsafeLease + 100*time.Millisecond)
+	live(false)
+	wantOrphaned("child stopped (SIGSTOP) past its lease")
+	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("child continued after %v stopped", time.Since(stopped).Round(time.Millisecond))
+	lapsed := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "LAPSED") {
+			lapsed = true
+			break
+		}
+	}
+	if !lapsed {
+		t.Fatal("child did not see its lease lapse")
+	}
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if ok, err := observer.Live(context.Background()); err == nil && ok {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("child did not restore its lease: live %v, %v", ok, err)
+		}
+	}
+	wantSplit("child continued (SIGCONT), lease restored")
+
 	if err := cmd.Process.Kill(); err != nil { // SIGKILL: no cleanup runs
 		t.Fatal(err)
 	}
@@ -197,4 +249,53 @@ func TestFailSafe(t *testing.T) {
 	}
 	live(false)
 	wantOrphaned("after Close")
+}
+
+// TestLease checks Renew's contract in-process: renewals within the lease
+// keep the rules live; once the lease has run out the rules are not live
+// and Renew refuses with ErrLeaseLapsed instead of quietly renewing; Restore
+// brings them back.
+func TestLease(t *testing.T) {
+	requireRoot(t)
+	ns := newNS(t, "lease")
+	cfg := failsafeConfig()
+	cfg.Lease = 200 * time.Millisecond
+	f := newFilter(t, cfg, ns.fd)
+	ctx := context.Background()
+	if err := f.Renew(); err != nil {
+		t.Fatalf("Renew before the first Apply: %v, want nothing to do", err)
+	}
+	if err := f.Apply(ctx, Ownership{Owned: failsafeOwned}); err != nil {
+		t.Fatal(err)
+	}
+	live := func(want bool) {
+		t.Helper()
+		if got, err := f.Live(ctx); err != nil || got != want {
+			t.Fatalf("Live() = %v, %v; want %v", got, err, want)
+		}
+	}
+	for range 6 { // 6 x 50 ms: longer than the lease, renewed within it
+		time.Sleep(50 * time.Millisecond)
+		if err := f.Renew(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live(true)
+	if listing := ns.nft("list", "table", "inet", liveTable(DefaultTable)); !strings.Contains(listing, "set lease") ||
+		!strings.Contains(listing, "timeout") {
+		t.Fatalf("liveness table without a lease:\n%s", listing)
+	}
+	time.Sleep(cfg.Lease + 50*time.Millisecond)
+	live(false)
+	if err := f.Renew(); !errors.Is(err, ErrLeaseLapsed) {
+		t.Fatalf("Renew after the lease ran out: %v, want ErrLeaseLapsed", err)
+	}
+	live(false)
+	if err := f.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	live(true)
+	if drift, err := f.Verify(ctx); err != nil || len(drift) > 0 {
+		t.Fatalf("drift with a lease: %v %v", drift, err)
+	}
 }

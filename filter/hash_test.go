@@ -120,6 +120,10 @@ func TestConfigValidation(t *testing.T) {
 		{"ICMP as protocol", func(c *Config) { c.Protocols = []uint8{ProtoICMP} }, "protocol 1 not supported"},
 		{"short flow timeout", func(c *Config) { c.FlowTimeout = time.Millisecond }, "flow timeout"},
 		{"bad subnet", func(c *Config) { c.RealServerSubnets = []netip.Prefix{{}} }, "real-server subnet"},
+		{"mark of two bits", func(c *Config) { c.Mark = 0x3 }, "single bit"},
+		{"short lease", func(c *Config) { c.Lease = 10 * time.Millisecond }, "lease 10ms out of range"},
+		{"long lease", func(c *Config) { c.Lease = 2 * time.Minute }, "lease 2m0s out of range"},
+		{"lease below a millisecond", func(c *Config) { c.Lease = 100*time.Millisecond + time.Microsecond }, "whole milliseconds"},
 	} {
 		c := sampleConfig()
 		tc.mod(&c)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -20,24 +21,60 @@ import (
 // changes to it from any other socket. golang.org/x/sys does not name it.
 const nftTableFlagOwner = 0x2
 
-const chainMark = "mark"
+const (
+	chainMark = "mark"
+	setLease  = "lease"
+)
+
+// leaseKey is the lease set's one element. The rule looks it up with a
+// constant in the register: only whether it is present (not expired)
+// matters.
+var leaseKey = []byte{1, 0, 0, 0}
+
+// ErrLeaseLapsed is returned by Renew when the previous lease had already
+// run out: the director has accepted nothing since, and its peers may have
+// declared it dead and taken its buckets. Renewing at once could make two
+// directors accept them; the caller waits until the fleet has caught up and
+// then calls Restore.
+var ErrLeaseLapsed = errors.New("filter: liveness lease lapsed")
 
 // liveTable names the owner-bound table of a main table.
 func liveTable(main string) string { return main + "_live" }
 
 // renderLive is the owner-bound table: one base chain, just before the main
-// table's, that sets the liveness mark on every packet. The main table
-// clears it again, so nothing after the main table ever sees it.
-func renderLive(c Config) (*nftables.Table, *nftables.Chain, *nftables.Rule) {
+// table's, whose rule (liveRule) sets the liveness mark on every packet. The
+// main table clears it again, so nothing after the main table ever sees it.
+// With a lease, the rule sets the mark only while the lease set holds its
+// element, which expires unless renewed: a process that is alive but
+// stalled (a SIGSTOP, a paused VM) stops accepting too.
+func renderLive(c Config) (*nftables.Table, *nftables.Set, *nftables.Chain) {
 	t := &nftables.Table{Name: liveTable(c.Table), Family: nftables.TableFamilyINet}
 	prio := nftables.ChainPriority(Priority - 1)
 	policy := nftables.ChainPolicyAccept
 	ch := &nftables.Chain{Name: chainMark, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: &prio, Policy: &policy}
-	r := &nftables.Rule{Table: t, Chain: ch, Exprs: markExprs(^c.Mark, c.Mark),
-		UserData: userdata.AppendString(nil, userdata.TypeComment,
-			fmt.Sprintf("saru is running: table inet %s may accept flows", c.Table))}
-	return t, ch, r
+	var set *nftables.Set
+	if c.Lease > 0 {
+		set = &nftables.Set{Table: t, Name: setLease, KeyType: nftables.TypeInteger, HasTimeout: true}
+	}
+	return t, set, ch
+}
+
+// liveRule is the mark rule of chain ch; set is the lease set, nil without
+// a lease, and must have been added first (the lookup names its ID).
+func liveRule(c Config, ch *nftables.Chain, set *nftables.Set) *nftables.Rule {
+	comment := fmt.Sprintf("saru is running: table inet %s may accept flows", c.Table)
+	var exprs []expr.Any
+	if set != nil {
+		exprs = []expr.Any{&expr.Immediate{Register: r1(), Data: leaseKey}, lookup(set.Name, set.ID)}
+		comment = fmt.Sprintf("saru is running and renews its lease: table inet %s may accept flows", c.Table)
+	}
+	return &nftables.Rule{Table: ch.Table, Chain: ch, Exprs: append(exprs, markExprs(^c.Mark, c.Mark)...),
+		UserData: userdata.AppendString(nil, userdata.TypeComment, comment)}
+}
+
+func (f *Filter) leaseElem() []nftables.SetElement {
+	return []nftables.SetElement{{Key: leaseKey, Timeout: f.cfg.Lease}}
 }
 
 // markExprs sets meta mark to (mark & and) ^ xor.
@@ -77,23 +114,75 @@ func (f *Filter) arm() error {
 		_ = c.CloseLasting()
 		return err
 	}
-	_, ch, r := renderLive(f.cfg)
+	_, set, ch := renderLive(f.cfg)
+	if set != nil {
+		if err := c.AddSet(set, f.leaseElem()); err != nil {
+			_ = c.CloseLasting()
+			return fmt.Errorf("lease set of table inet %s: %w", liveTable(f.cfg.Table), err)
+		}
+	}
 	c.AddChain(ch)
-	c.AddRule(r)
+	c.AddRule(liveRule(f.cfg, ch, set))
 	if err := c.Flush(); err != nil {
 		_ = c.CloseLasting()
 		return fmt.Errorf("fill table inet %s: %w", liveTable(f.cfg.Table), err)
 	}
-	f.live = c
+	f.leaseMu.Lock()
+	f.live, f.leaseSet, f.leased = c, set, time.Now()
+	f.leaseMu.Unlock()
+	return nil
+}
+
+// Renew extends the liveness lease to Config.Lease from now. It must be
+// called well within the lease (saru renews four times per lease). It
+// returns ErrLeaseLapsed, and renews nothing, if the previous lease had run
+// out. Without a lease, or before the first Apply, it does nothing.
+func (f *Filter) Renew() error {
+	f.leaseMu.Lock()
+	defer f.leaseMu.Unlock()
+	if f.leaseSet == nil {
+		return nil
+	}
+	if since := time.Since(f.leased); since >= f.cfg.Lease {
+		return fmt.Errorf("%w: last renewed %v ago, lease %v", ErrLeaseLapsed, since.Round(time.Millisecond), f.cfg.Lease)
+	}
+	return f.renew()
+}
+
+// Restore renews a lapsed lease: the director accepts its owned buckets
+// again.
+func (f *Filter) Restore() error {
+	f.leaseMu.Lock()
+	defer f.leaseMu.Unlock()
+	if f.leaseSet == nil {
+		return nil
+	}
+	return f.renew()
+}
+
+// renew replaces the lease element in one transaction (flush, then add), so
+// that it works whether the old element has expired or not and on kernels
+// that cannot update an element's timeout in place. Called with f.leaseMu
+// held; only the owning socket may change the table.
+func (f *Filter) renew() error {
+	start := time.Now()
+	f.live.FlushSet(f.leaseSet)
+	if err := f.live.SetAddElements(f.leaseSet, f.leaseElem()); err != nil {
+		return fmt.Errorf("filter: renew the lease: %w", err)
+	}
+	if err := f.live.Flush(); err != nil {
+		return fmt.Errorf("filter: renew the lease in table inet %s: %w", liveTable(f.cfg.Table), err)
+	}
+	f.leased = start
 	return nil
 }
 
 func (f *Filter) liveTableAbsent(ctx context.Context) error {
-	live, err := f.Live(ctx)
+	held, _, err := f.liveState(ctx)
 	if err != nil {
 		return err
 	}
-	if name := liveTable(f.cfg.Table); live {
+	if name := liveTable(f.cfg.Table); held {
 		return fmt.Errorf("table inet %s exists: another saru runs on this host and owns the rules (stop it first; if none runs, nft delete table inet %s)", name, name)
 	}
 	return nil
@@ -151,26 +240,50 @@ func (f *Filter) disarm() error {
 	if f.live == nil {
 		return nil
 	}
+	f.leaseMu.Lock()
+	defer f.leaseMu.Unlock()
 	err := f.live.CloseLasting()
-	f.live = nil
+	f.live, f.leaseSet = nil, nil
 	if err != nil {
 		return fmt.Errorf("filter: close the socket owning table inet %s: %w", liveTable(f.cfg.Table), err)
 	}
 	return nil
 }
 
-// Live reports whether some running process holds the liveness table, that
-// is whether the main table accepts the flows of its owned buckets rather
-// than none.
+// Live reports whether some running process holds the liveness table, and
+// its lease, if it has one, is current: that is whether the main table
+// accepts the flows of its owned buckets rather than none.
 func (f *Filter) Live(ctx context.Context) (bool, error) {
+	held, leased, err := f.liveState(ctx)
+	return held && leased, err
+}
+
+// liveState reports whether the liveness table exists, and whether it sets
+// the mark: it has no lease set, or the lease has not expired.
+func (f *Filter) liveState(ctx context.Context) (held, leased bool, err error) {
 	c, err := f.conn()
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	defer func() { _ = c.CloseLasting() }()
-	t, err := findTable(ctx, c, liveTable(f.cfg.Table))
-	if err != nil {
-		return false, fmt.Errorf("filter: look for table inet %s: %w", liveTable(f.cfg.Table), err)
+	name := liveTable(f.cfg.Table)
+	t, err := findTable(ctx, c, name)
+	if err != nil || t == nil {
+		if err != nil {
+			err = fmt.Errorf("filter: look for table inet %s: %w", name, err)
+		}
+		return false, false, err
 	}
-	return t != nil, nil
+	set, err := c.GetSetByName(t, setLease)
+	if errors.Is(err, unix.ENOENT) {
+		return true, true, nil // a liveness table without a lease
+	}
+	if err != nil {
+		return true, false, fmt.Errorf("filter: look for the lease of table inet %s: %w", name, err)
+	}
+	es, err := c.GetSetElements(set)
+	if err != nil {
+		return true, false, fmt.Errorf("filter: read the lease of table inet %s: %w", name, err)
+	}
+	return true, len(es) > 0, nil
 }

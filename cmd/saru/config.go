@@ -35,6 +35,7 @@ type fileConfig struct {
 	FilterMark        uint32   `yaml:"filter_mark"`
 	Quorum            *int     `yaml:"quorum"`
 	FailureDetection  string   `yaml:"failure_detection"`
+	LivenessLease     string   `yaml:"liveness_lease"`
 	ReadinessGrace    string   `yaml:"readiness_grace"`
 	SyncdStatus       string   `yaml:"syncd_status"`
 	HandoverStep      string   `yaml:"handover_step"`
@@ -60,6 +61,7 @@ type config struct {
 	FilterMark        uint32
 	Quorum            int
 	FailureDetection  time.Duration
+	LivenessLease     time.Duration // 0: none
 	ReadinessGrace    time.Duration
 	SyncdStatus       string // syncd's status endpoint, ip:port; "" = grace time only
 	HandoverStep      time.Duration
@@ -78,7 +80,7 @@ func (c config) settings() member.Settings {
 
 func (c config) filterConfig() filter.Config {
 	return filter.Config{Table: c.Table, VIPs: c.VIPs, Sense: c.Sense, Seed: c.Seed, Buckets: c.Buckets,
-		RealServerSubnets: c.RealServerSubnets, Mark: c.FilterMark}
+		RealServerSubnets: c.RealServerSubnets, Mark: c.FilterMark, Lease: c.LivenessLease}
 }
 
 func loadConfig(path string) (config, error) {
@@ -197,6 +199,18 @@ func parseConfig(data []byte) (config, error) {
 	c.FailureDetection = dur("failure_detection", f.FailureDetection, member.DefaultFailureDetection)
 	if c.FailureDetection < 500*time.Millisecond || c.FailureDetection > 30*time.Second {
 		bad("failure_detection", "%v out of range; use 500ms..30s (default %v)", c.FailureDetection, member.DefaultFailureDetection)
+	}
+	dead := member.SilentDeadAfter(c.FailureDetection)
+	switch f.LivenessLease {
+	case "off", "0":
+	case "":
+		c.LivenessLease = (dead * 4 / 5).Truncate(time.Millisecond)
+	default:
+		c.LivenessLease = dur("liveness_lease", f.LivenessLease, 0)
+		if c.LivenessLease >= dead {
+			bad("liveness_lease", "%v is not below %v, the least time in which the fleet can declare a silent director dead with failure_detection %v: a stalled director would still accept flows its peers have taken over; leave it unset (%v) or use off",
+				c.LivenessLease, dead, c.FailureDetection, (dead * 4 / 5).Truncate(time.Millisecond))
+		}
 	}
 	c.HandoverStep = dur("handover_step", f.HandoverStep, controller.DefaultHandoverStep)
 	c.HandoverHold = dur("handover_hold", f.HandoverHold, 5*time.Second)

@@ -91,6 +91,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		Help: "Foreign changes to this director's nftables tables found and undone."})
 	reg.MustRegister(repairs)
 	go watchDrift(ctx, flt, driftCheck, log, repairs)
+	if cfg.LivenessLease > 0 {
+		lapses := prometheus.NewCounter(prometheus.CounterOpts{Name: "saru_filter_lease_lapses_total",
+			Help: "Times saru stalled past its liveness lease and the director accepted nothing until the fleet caught up."})
+		reg.MustRegister(lapses)
+		go keepLease(ctx, flt, cfg.LivenessLease/4, cfg.FailureDetection, node.Rejoin, log, lapses)
+	}
 	log.Info("saru running", zap.String("version", version), zap.String("gossip", node.LocalAddr()),
 		zap.String("status", cfg.StatusListen), zap.Duration("readiness_grace", cfg.ReadinessGrace))
 	_, _ = sdnotify.Notify(sdnotify.Ready) // gossip, controller and status endpoint are up (not: owning buckets)
@@ -153,6 +159,53 @@ func watchDrift(ctx context.Context, flt *filter.Filter, every time.Duration, lo
 			continue
 		}
 		repairs.Inc()
+	}
+}
+
+// leaseHolder is the part of filter.Filter that keepLease drives.
+type leaseHolder interface {
+	Renew() error
+	Restore() error
+}
+
+// keepLease renews the liveness lease every interval until ctx ends.
+//
+// When the lease has lapsed, this process stalled (stopped, paused, starved)
+// for longer than the lease, and the fleet may have declared the director
+// dead and taken its buckets over, while this director, still believing it
+// owns them, would accept them again the moment it renews. So it stays
+// unleased, accepting nothing, while it rejoins the seeds (memberlist's
+// push/pull makes it refute its death at once and the others take it back)
+// and for one failure-detection time after that, which lets the fleet's
+// allocation, and its own, settle; then it restores the lease.
+func keepLease(ctx context.Context, lease leaseHolder, every, settle time.Duration, rejoin func(), log *zap.Logger, lapses prometheus.Counter) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := lease.Renew()
+		if errors.Is(err, filter.ErrLeaseLapsed) {
+			lapses.Inc()
+			log.Warn("saru stalled past its liveness lease: accepting no flow until the fleet has caught up",
+				zap.Error(err), zap.Duration("for", settle))
+			rejoin()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(settle):
+			}
+			err = lease.Restore()
+			if err == nil {
+				log.Info("liveness lease restored")
+			}
+		}
+		if err != nil {
+			log.Error("renew the liveness lease; the director accepts no flow once it runs out", zap.Error(err))
+		}
 	}
 }
 

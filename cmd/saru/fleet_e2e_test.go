@@ -28,9 +28,10 @@ import (
 // TestSaruFleetE2E runs the real `saru run` binary as three directors, each
 // in its own network namespace on a shared bridge, and checks the wiring
 // end to end: readiness, an exact partition of the buckets in the kernels'
-// nftables sets, agreement of the maps, failover after kill -9 with the
-// dead director's table left in place, a restart, and the exclusion of a
-// director whose bucket count differs.
+// nftables sets, agreement of the maps, a stalled (SIGSTOP) director that
+// stops accepting before the others take over and comes back safely,
+// failover after kill -9 with the dead director's table left in place, a
+// restart, and the exclusion of a director whose bucket count differs.
 func TestSaruFleetE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped in -short mode: starts a saru fleet in network namespaces (about 10 s)")
@@ -97,10 +98,16 @@ func TestSaruFleetE2E(t *testing.T) {
 		t.Logf("%s owns %d buckets", d.name, len(before[d.name]))
 	}
 
-	// 3: kill -9 d2; d2's table stays but accepts nothing from the moment
-	// the process is gone; d1 and d3 take its buckets.
+	// 3a: SIGSTOP d2. Its lease runs out before memberlist declares it
+	// dead, so it accepts nothing before d1 and d3 take any of its buckets.
+	// After SIGCONT it notices the lapse and accepts again only once the
+	// fleet has taken it back.
 	d2 := fleet[1]
 	survivors := []*e2eDaemon{fleet[0], fleet[2]}
+	stalled(t, lab, d2, survivors, fleet, before[d2.name], buckets)
+
+	// 3: kill -9 d2; d2's table stays but accepts nothing from the moment
+	// the process is gone; d1 and d3 take its buckets.
 	d2.kill(t)
 	if f, err := lab.filter(d2.ns); err != nil {
 		t.Fatal(err)
@@ -269,6 +276,150 @@ func TestSaruFleetE2E(t *testing.T) {
 	}
 	t.Logf("d4 (buckets 128, state %s) owns nothing; d1..d3 unchanged; test ran %v", st.State,
 		time.Since(testStart).Round(time.Millisecond))
+}
+
+// stalled stops d's saru (SIGSTOP) and continues it, checking that d's
+// rules stop accepting before any other director takes one of its buckets
+// (mine), and that once it accepts again no other director accepts any of
+// the same buckets.
+func stalled(t *testing.T, lab *e2eLab, d *e2eDaemon, others, fleet []*e2eDaemon, mine []uint32, buckets int) {
+	t.Helper()
+	f, err := lab.filter(d.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	signal := func(sig syscall.Signal) {
+		if err := syscall.Kill(-d.cmd.Process.Pid, sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stopAt := time.Now()
+	signal(syscall.SIGSTOP)
+	var notLive, took time.Duration
+	for deadline := stopAt.Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if notLive == 0 {
+			if live, err := f.Live(ctx); err == nil && !live {
+				notLive = time.Since(stopAt)
+			}
+		}
+		if took == 0 {
+			if b, ok := acceptsAny(t, lab, others, mine); ok {
+				took = time.Since(stopAt)
+				if notLive == 0 {
+					signal(syscall.SIGCONT)
+					t.Fatalf("%v after SIGSTOP another director accepts bucket %d of the stopped %s, whose rules are still live", took, b, d.name)
+				}
+			}
+		}
+		if _, err := lab.partition(others, buckets); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			signal(syscall.SIGCONT)
+			t.Fatalf("the others did not take over the stopped %s's buckets within 10 s", d.name)
+		}
+	}
+	t.Logf("SIGSTOP %s: its rules stopped accepting after %v; the others took its first bucket after %v and all %d after %v",
+		d.name, notLive.Round(time.Millisecond), took.Round(time.Millisecond), len(mine), time.Since(stopAt).Round(time.Millisecond))
+
+	contAt := time.Now()
+	signal(syscall.SIGCONT)
+	var relive time.Duration
+	back := waitE2E(t, fleet, 15*time.Second, "the continued "+d.name+" live again with an exact partition", func() error {
+		// Live first and the others last, then the reverse: a bucket both
+		// accept in both orders is accepted twice, not a skew of reads.
+		for _, order := range []bool{false, true} {
+			b, double, err := acceptedTwice(ctx, lab, f, d, others, order)
+			if err != nil {
+				return err
+			}
+			if !double {
+				break
+			}
+			if order {
+				t.Fatalf("%v after SIGCONT bucket %d is accepted by %s and another director", time.Since(contAt), b, d.name)
+			}
+		}
+		live, err := f.Live(ctx)
+		if err != nil || !live {
+			return fmt.Errorf("%s not live (%v)", d.name, err)
+		}
+		if relive == 0 {
+			relive = time.Since(contAt)
+		}
+		if _, err := lab.partition(fleet, buckets); err != nil {
+			return err
+		}
+		_, err = sameMaps(fleet, buckets)
+		return err
+	})
+	t.Logf("SIGCONT %s: live again after %v, exact partition over three after %v", d.name,
+		relive.Round(time.Millisecond), back.Round(time.Millisecond))
+	if !strings.Contains(d.out.String(), "stalled past its liveness lease") {
+		t.Errorf("%s did not log its lapsed lease:\n%s", d.name, d.out.String())
+	}
+}
+
+// acceptsAny returns a bucket of mine that one of ds accepts new flows of.
+func acceptsAny(t *testing.T, lab *e2eLab, ds []*e2eDaemon, mine []uint32) (uint32, bool) {
+	t.Helper()
+	for _, d := range ds {
+		own, _, err := lab.installed(d.ns)
+		if err != nil {
+			t.Fatalf("%s: %v", d.name, err)
+		}
+		for _, b := range append(own.Owned, own.HandoverIn...) {
+			if slices.Contains(mine, b) {
+				return b, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// acceptedTwice reports a bucket that d accepts new flows of (only while
+// its rules are live) and one of others also does, reading d first, or
+// others first if othersFirst.
+func acceptedTwice(ctx context.Context, lab *e2eLab, f *filter.Filter, d *e2eDaemon, others []*e2eDaemon, othersFirst bool) (uint32, bool, error) {
+	var theirs []uint32
+	readOthers := func() error {
+		for _, o := range others {
+			own, _, err := lab.installed(o.ns)
+			if err != nil {
+				return fmt.Errorf("%s: %w", o.name, err)
+			}
+			theirs = append(theirs, append(own.Owned, own.HandoverIn...)...)
+		}
+		return nil
+	}
+	if othersFirst {
+		if err := readOthers(); err != nil {
+			return 0, false, err
+		}
+	}
+	live, err := f.Live(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	own, _, err := lab.installed(d.ns)
+	if err != nil {
+		return 0, false, fmt.Errorf("%s: %w", d.name, err)
+	}
+	if !othersFirst {
+		if err := readOthers(); err != nil {
+			return 0, false, err
+		}
+	}
+	if !live {
+		return 0, false, nil
+	}
+	for _, b := range append(own.Owned, own.HandoverIn...) {
+		if slices.Contains(theirs, b) {
+			return b, true, nil
+		}
+	}
+	return 0, false, nil
 }
 
 const e2eStatusPort = 19475

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/peerlvs/peerlvs/filter"
 	"github.com/peerlvs/peerlvs/saru/controller"
@@ -177,6 +178,23 @@ sense: port
 vips: [192.0.2.10]
 failure_detection: 100ms
 `, []string{"failure_detection: 100ms out of range"}},
+		{"lease too long for the detection", `
+node: d1
+buckets: 4096
+seed: 1
+sense: port
+vips: [192.0.2.10]
+failure_detection: 2s
+liveness_lease: 1s
+`, []string{"liveness_lease: 1s is not below 1s, the least time in which the fleet can declare a silent director dead with failure_detection 2s"}},
+		{"lease too short", `
+node: d1
+buckets: 4096
+seed: 1
+sense: port
+vips: [192.0.2.10]
+liveness_lease: 5ms
+`, []string{"lease 5ms out of range"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,6 +215,17 @@ failure_detection: 100ms
 	}
 	if c.BindPort != defaultBindPort || c.Weight != 1 || c.StatusListen != defaultStatusListen || c.Quorum != 1 {
 		t.Fatalf("defaults: %+v", c)
+	}
+	if c.LivenessLease != 400*time.Millisecond {
+		t.Fatalf("default liveness_lease %v at failure_detection %v, want 400ms", c.LivenessLease, c.FailureDetection)
+	}
+	c, err = parseConfig([]byte(goodConfig + "failure_detection: 2s\n"))
+	if err != nil || c.LivenessLease != 800*time.Millisecond {
+		t.Fatalf("liveness_lease %v (%v) at failure_detection 2s, want 800ms", c.LivenessLease, err)
+	}
+	c, err = parseConfig([]byte(goodConfig + "liveness_lease: off\n"))
+	if err != nil || c.LivenessLease != 0 {
+		t.Fatalf("liveness_lease off: %v (%v)", c.LivenessLease, err)
 	}
 	// The example shipped in deploy/ must be valid.
 	if _, err := loadConfig("../../deploy/saru/saru.yaml"); err != nil {

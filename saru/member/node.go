@@ -80,6 +80,27 @@ const DefaultRejoinInterval = 10 * time.Second
 // the others, so a first join that failed must not cost a whole interval.
 const aloneRejoinInterval = time.Second
 
+// Probe and suspicion timings at DefaultFailureDetection.
+const (
+	probeInterval = 200 * time.Millisecond
+	probeTimeout  = 100 * time.Millisecond
+	suspicionMult = 2
+)
+
+func scaleTo(d, base time.Duration) time.Duration {
+	return time.Duration(int64(base) * int64(d) / int64(DefaultFailureDetection))
+}
+
+// SilentDeadAfter is a lower bound on the time a fleet tuned with
+// TuneFor(d) takes to declare dead a director that stopped answering: a
+// failed probe (at least ProbeTimeout) and then the suspicion timeout, at
+// its minimum SuspicionMult probe intervals (memberlist waits no longer for
+// confirmations when SuspicionMult is 2). A director that may have been
+// silent for longer must assume its buckets were taken over.
+func SilentDeadAfter(d time.Duration) time.Duration {
+	return scaleTo(d, probeTimeout+suspicionMult*probeInterval)
+}
+
 // Tune applies the failure-detection settings documented in the package
 // doc to c.
 func Tune(c *memberlist.Config) { TuneFor(c, DefaultFailureDetection) }
@@ -87,14 +108,11 @@ func Tune(c *memberlist.Config) { TuneFor(c, DefaultFailureDetection) }
 // TuneFor is Tune with the probe, suspicion and gossip timings scaled so
 // that detection takes about d instead of DefaultFailureDetection.
 func TuneFor(c *memberlist.Config, d time.Duration) {
-	scale := func(base time.Duration) time.Duration {
-		return time.Duration(int64(base) * int64(d) / int64(DefaultFailureDetection))
-	}
-	c.ProbeInterval = scale(200 * time.Millisecond)
-	c.ProbeTimeout = scale(100 * time.Millisecond)
-	c.SuspicionMult = 2
+	c.ProbeInterval = scaleTo(d, probeInterval)
+	c.ProbeTimeout = scaleTo(d, probeTimeout)
+	c.SuspicionMult = suspicionMult
 	c.SuspicionMaxTimeoutMult = 2
-	c.GossipInterval = scale(50 * time.Millisecond)
+	c.GossipInterval = scaleTo(d, 50*time.Millisecond)
 	c.GossipNodes = 3
 	c.GossipToTheDeadTime = 2 * time.Second
 	c.PushPullInterval = 15 * time.Second
@@ -197,7 +215,7 @@ func (n *Node) Start(ctx context.Context) {
 	// install its rules and serve its status at once.
 	go func() {
 		defer close(n.done)
-		n.join()
+		n.Rejoin()
 		t := time.NewTimer(n.rejoinInterval())
 		defer t.Stop()
 		for {
@@ -207,7 +225,7 @@ func (n *Node) Start(ctx context.Context) {
 			case <-n.stop:
 				return
 			case <-t.C:
-				n.join()
+				n.Rejoin()
 				t.Reset(n.rejoinInterval())
 			}
 		}
@@ -221,7 +239,10 @@ func (n *Node) rejoinInterval() time.Duration {
 	return n.cfg.RejoinInterval
 }
 
-func (n *Node) join() {
+// Rejoin exchanges the full state with the seeds now (memberlist push/pull),
+// as Start does periodically. After this node has stalled, that is how it
+// learns at once that the fleet declared it dead, and refutes it.
+func (n *Node) Rejoin() {
 	self := n.addr
 	var seeds []string
 	for _, s := range n.cfg.Seeds {
