@@ -137,6 +137,26 @@ const driftCheck = 5 * time.Second
 
 // watchDrift undoes foreign changes to the rules until ctx ends.
 func watchDrift(ctx context.Context, flt *filter.Filter, every time.Duration, log *zap.Logger, repairs prometheus.Counter) {
+	tick(ctx, every, func() {
+		drift, err := flt.Verify(ctx)
+		if err != nil {
+			log.Warn("verify the nftables rules", zap.Error(err))
+			return
+		}
+		if len(drift) == 0 {
+			return
+		}
+		log.Warn("nftables rules changed by someone else; repairing", zap.Strings("drift", drift))
+		if err := flt.Repair(ctx); err != nil {
+			log.Error("repair the nftables rules", zap.Error(err))
+			return
+		}
+		repairs.Inc()
+	})
+}
+
+// tick calls do every interval until ctx ends.
+func tick(ctx context.Context, every time.Duration, do func()) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -144,21 +164,8 @@ func watchDrift(ctx context.Context, flt *filter.Filter, every time.Duration, lo
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			do()
 		}
-		drift, err := flt.Verify(ctx)
-		if err != nil {
-			log.Warn("verify the nftables rules", zap.Error(err))
-			continue
-		}
-		if len(drift) == 0 {
-			continue
-		}
-		log.Warn("nftables rules changed by someone else; repairing", zap.Strings("drift", drift))
-		if err := flt.Repair(ctx); err != nil {
-			log.Error("repair the nftables rules", zap.Error(err))
-			continue
-		}
-		repairs.Inc()
 	}
 }
 
@@ -179,14 +186,7 @@ type leaseHolder interface {
 // and for one failure-detection time after that, which lets the fleet's
 // allocation, and its own, settle; then it restores the lease.
 func keepLease(ctx context.Context, lease leaseHolder, every, settle time.Duration, rejoin func(), log *zap.Logger, lapses prometheus.Counter) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick(ctx, every, func() {
 		err := lease.Renew()
 		if errors.Is(err, filter.ErrLeaseLapsed) {
 			lapses.Inc()
@@ -206,7 +206,7 @@ func keepLease(ctx context.Context, lease leaseHolder, every, settle time.Durati
 		if err != nil {
 			log.Error("renew the liveness lease; the director accepts no flow once it runs out", zap.Error(err))
 		}
-	}
+	})
 }
 
 // rulesView reads this director's side of the map from the kernel.
