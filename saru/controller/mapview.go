@@ -15,9 +15,12 @@ import (
 // MapView is the partition map as `saru map` and the status endpoint show
 // it. It is display only: nothing decides ownership from it.
 type MapView struct {
-	Buckets     uint32 `json:"buckets"`
-	Seed        uint64 `json:"seed"`
-	Sense       string `json:"sense,omitempty"`
+	Buckets uint32 `json:"buckets"`
+	Seed    uint64 `json:"seed"`
+	Sense   string `json:"sense,omitempty"`
+	// Epoch counts the allocation changes this daemon has applied since it
+	// started, so it differs between directors after a restart; the
+	// Fingerprint names the allocation and is what the fleet agrees on.
 	Epoch       uint64 `json:"epoch"`
 	Fingerprint string `json:"fingerprint"`
 	// Quorum is how many eligible directors must be seen before any owns a
