@@ -3,13 +3,13 @@ package allocate
 import "slices"
 
 // Pairs (member, bucket) are ordered by w (weighted key, smaller is better),
-// then hv (the inverted pair hash, lattice.hash, so a larger hash is better), then member
-// index on a bucket's side or bucket number on a member's side. With a
-// single weight class w is always 0: the weighted key is a non-increasing
-// function of the hash, so hv alone gives the same order and the logarithm
-// is never needed. Across classes, breaking ties of w by hv keeps the order
-// within each class exactly the hash order, which is what lets the first
-// pass look at class maxima only.
+// then hv (the inverted pair hash from lattice.hash, so a larger hash is
+// better), then member index on a bucket's side or bucket number on a
+// member's side. With a single weight class w is always 0: the weighted key
+// is a non-increasing function of the hash, so hv alone gives the same order
+// and the logarithm is never needed. Across classes, breaking ties of w by
+// hv keeps the order within each class exactly the hash order, which is what
+// lets the first pass look at class maxima only.
 
 // refused is a bucket waiting to propose again after active member p turned
 // it away or gave it up; its key with p is still in curW/curHV.
