@@ -200,16 +200,19 @@ func parseConfig(data []byte) (config, error) {
 	if c.FailureDetection < 500*time.Millisecond || c.FailureDetection > 30*time.Second {
 		bad("failure_detection", "%v out of range; use 500ms..30s (default %v)", c.FailureDetection, member.DefaultFailureDetection)
 	}
+	// The lease must run out before the fleet can declare this director
+	// dead; a fifth of that is left for renewals that come late.
 	dead := member.SilentDeadAfter(c.FailureDetection)
+	defaultLease := (dead * 4 / 5).Truncate(time.Millisecond)
 	switch f.LivenessLease {
 	case "off", "0":
 	case "":
-		c.LivenessLease = (dead * 4 / 5).Truncate(time.Millisecond)
+		c.LivenessLease = defaultLease
 	default:
 		c.LivenessLease = dur("liveness_lease", f.LivenessLease, 0)
 		if c.LivenessLease >= dead {
 			bad("liveness_lease", "%v is not below %v, the least time in which the fleet can declare a silent director dead with failure_detection %v: a stalled director would still accept flows its peers have taken over; leave it unset (%v) or use off",
-				c.LivenessLease, dead, c.FailureDetection, (dead * 4 / 5).Truncate(time.Millisecond))
+				c.LivenessLease, dead, c.FailureDetection, defaultLease)
 		}
 	}
 	c.HandoverStep = dur("handover_step", f.HandoverStep, controller.DefaultHandoverStep)
