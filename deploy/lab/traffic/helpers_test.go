@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -108,16 +109,42 @@ func startScripted(t *testing.T, script scriptFunc) netip.AddrPort {
 // echoLine is what a well-behaved server named name answers.
 func echoLine(name, line string) string { return name + " " + line + "\n" }
 
-// closedPort returns a loopback port that nothing listens on.
+// closedPort returns a loopback port that nothing answers on for the rest
+// of the test: a TCP socket is bound to it but never listens (connections
+// are refused) and a UDP socket is bound to it but never read (datagrams
+// vanish). Holding the port, rather than closing a listener and hoping,
+// keeps parallel tests' listeners and clients' own ephemeral ports off it.
 func closedPort(t *testing.T) netip.AddrPort {
 	t.Helper()
-	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
+	for range 20 {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lo := [4]byte{127, 0, 0, 1}
+		if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: lo}); err != nil {
+			_ = syscall.Close(fd)
+			t.Fatal(err)
+		}
+		sa, err := syscall.Getsockname(fd)
+		if err != nil {
+			_ = syscall.Close(fd)
+			t.Fatal(err)
+		}
+		ap := netip.AddrPortFrom(netip.AddrFrom4(lo), uint16(sa.(*syscall.SockaddrInet4).Port))
+		u, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap))
+		if err != nil { // the UDP port is taken: try another
+			_ = syscall.Close(fd)
+			continue
+		}
+		t.Cleanup(func() {
+			_ = u.Close()
+			_ = syscall.Close(fd)
+		})
+		return ap
 	}
-	ap := ln.Addr().(*net.TCPAddr).AddrPort()
-	ln.Close()
-	return ap
+	t.Fatal("no loopback port free for both TCP and UDP in 20 tries")
+	return netip.AddrPort{}
 }
 
 // startHolder runs a holder; the returned func stops it and waits.
