@@ -95,7 +95,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		lapses := prometheus.NewCounter(prometheus.CounterOpts{Name: "saru_filter_lease_lapses_total",
 			Help: "Times saru stalled past its liveness lease and the director accepted nothing until the fleet caught up."})
 		reg.MustRegister(lapses)
-		go keepLease(ctx, flt, cfg.LivenessLease/4, cfg.FailureDetection, node.Rejoin, log, lapses)
+		go keepLease(ctx, flt, cfg.LivenessLease/4, member.SilentDeadAfter(cfg.FailureDetection), cfg.FailureDetection,
+			node.Rejoin, log, lapses)
 	}
 	log.Info("saru running", zap.String("version", version), zap.String("gossip", node.LocalAddr()),
 		zap.String("status", cfg.StatusListen), zap.Duration("readiness_grace", cfg.ReadinessGrace))
@@ -178,32 +179,42 @@ type leaseHolder interface {
 // keepLease renews the liveness lease every interval until ctx ends.
 //
 // When the lease has lapsed, this process stalled (stopped, paused, starved)
-// for longer than the lease, and the fleet may have declared the director
-// dead and taken its buckets over, while this director, still believing it
-// owns them, would accept them again the moment it renews. So it stays
-// unleased, accepting nothing, while it rejoins the seeds (memberlist's
-// push/pull makes it refute its death at once and the others take it back)
-// and for one failure-detection time after that, which lets the fleet's
-// allocation, and its own, settle; then it restores the lease.
-func keepLease(ctx context.Context, lease leaseHolder, every, settle time.Duration, rejoin func(), log *zap.Logger, lapses prometheus.Counter) {
+// for longer than the lease. If the stall may have lasted deadAfter, the
+// least time in which the fleet can declare a silent director dead, the
+// fleet may have taken the director's buckets over, while this director,
+// still believing it owns them, would accept them again the moment it
+// renews. So it stays unleased, accepting nothing, while it rejoins the
+// seeds (memberlist's push/pull makes it refute its death at once and the
+// others take it back) and for settle after that, which lets the fleet's
+// allocation, and its own, settle; then it restores the lease. A shorter
+// lapse cannot have been seen by the fleet: the lease is restored at once.
+func keepLease(ctx context.Context, lease leaseHolder, every, deadAfter, settle time.Duration, rejoin func(), log *zap.Logger, lapses prometheus.Counter) {
+	renewed := time.Now()
 	tick(ctx, every, func() {
 		err := lease.Renew()
 		if errors.Is(err, filter.ErrLeaseLapsed) {
 			lapses.Inc()
-			log.Warn("saru stalled past its liveness lease: accepting no flow until the fleet has caught up",
-				zap.Error(err), zap.Duration("for", settle))
-			rejoin()
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(settle):
+			if gap := time.Since(renewed); gap < deadAfter {
+				log.Warn("saru renewed its liveness lease late: the director accepted nothing for a moment; the fleet cannot have declared it dead yet, so it accepts again at once",
+					zap.Error(err))
+			} else {
+				log.Warn("saru stalled past its liveness lease: accepting no flow until the fleet has caught up",
+					zap.Error(err), zap.Duration("for", settle))
+				rejoin()
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(settle):
+				}
 			}
 			err = lease.Restore()
 			if err == nil {
 				log.Info("liveness lease restored")
 			}
 		}
-		if err != nil {
+		if err == nil {
+			renewed = time.Now()
+		} else {
 			log.Error("renew the liveness lease; the director accepts no flow once it runs out", zap.Error(err))
 		}
 	})

@@ -47,40 +47,59 @@ func (f *fakeLease) snapshot() ([]string, int) {
 	return append([]string(nil), f.events...), f.renews
 }
 
-// TestKeepLease checks the order after a lapse: rejoin, wait the settle
-// time without renewing, restore, then renew again as usual.
+// TestKeepLease checks what follows a lapse. One long enough for the fleet
+// to have declared the director dead: rejoin, wait the settle time without
+// renewing, restore, then renew again as usual. A shorter one: restore at
+// once, no rejoin.
 func TestKeepLease(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	f := &fakeLease{}
-	var rejoinedAt time.Time
-	lapses := prometheus.NewCounter(prometheus.CounterOpts{Name: "lapses"})
 	const settle = 100 * time.Millisecond
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		keepLease(ctx, f, 5*time.Millisecond, settle, func() { f.record("rejoin"); rejoinedAt = time.Now() }, zap.NewNop(), lapses)
-	}()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if ev, renews := f.snapshot(); len(ev) == 3 && renews >= 5 {
-			break
-		}
-		if time.Now().After(deadline) {
-			ev, renews := f.snapshot()
-			t.Fatalf("after 5 s: events %v, %d renewals", ev, renews)
-		}
-	}
-	cancel()
-	<-done
-	ev, _ := f.snapshot()
-	if fmt.Sprint(ev) != "[lapsed rejoin restore]" {
-		t.Fatalf("events %v, want lapsed, rejoin, restore", ev)
-	}
-	if since := time.Since(rejoinedAt); since < settle {
-		t.Fatalf("restored %v after rejoining, want at least the settle time %v", since, settle)
-	}
-	var m dto.Metric
-	if err := lapses.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
-		t.Fatalf("lapses counter %v (%v), want 1", m.GetCounter().GetValue(), err)
+	for _, tc := range []struct {
+		name      string
+		deadAfter time.Duration
+		want      string
+	}{
+		{"fleet may have declared it dead", 0, "[lapsed rejoin restore]"},
+		{"too short for the fleet to notice", time.Hour, "[lapsed restore]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			f := &fakeLease{}
+			var rejoinedAt time.Time
+			lapses := prometheus.NewCounter(prometheus.CounterOpts{Name: "lapses"})
+			done := make(chan struct{})
+			start := time.Now()
+			go func() {
+				defer close(done)
+				keepLease(ctx, f, 5*time.Millisecond, tc.deadAfter, settle,
+					func() { f.record("rejoin"); rejoinedAt = time.Now() }, zap.NewNop(), lapses)
+			}()
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				if ev, renews := f.snapshot(); len(ev) >= 2 && ev[len(ev)-1] == "restore" && renews >= 5 {
+					break
+				}
+				if time.Now().After(deadline) {
+					ev, renews := f.snapshot()
+					t.Fatalf("after 5 s: events %v, %d renewals", ev, renews)
+				}
+			}
+			restoredAfter := time.Since(start)
+			cancel()
+			<-done
+			ev, _ := f.snapshot()
+			if fmt.Sprint(ev) != tc.want {
+				t.Fatalf("events %v, want %s", ev, tc.want)
+			}
+			if !rejoinedAt.IsZero() && time.Since(rejoinedAt) < settle {
+				t.Fatalf("restored %v after rejoining, want at least the settle time %v", time.Since(rejoinedAt), settle)
+			}
+			if rejoinedAt.IsZero() && restoredAfter >= settle+time.Second {
+				t.Fatalf("a short lapse took %v to restore", restoredAfter)
+			}
+			var m dto.Metric
+			if err := lapses.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+				t.Fatalf("lapses counter %v (%v), want 1", m.GetCounter().GetValue(), err)
+			}
+		})
 	}
 }

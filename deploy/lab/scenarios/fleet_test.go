@@ -384,6 +384,9 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 	event("5. kill d3", []*director{d1, d2}, func() { f.kill(t, d3) })
 	event("6. d3 back", all, func() { f.back(t, d3) })
 	h.p.Kill()
+	// A lapse here is a live saru starved past its lease under the
+	// emulator's load: it costs that director a moment, never a double.
+	live(t, "lapsed liveness leases per director (saru logs): %v", f.lapses())
 	if os.Getenv("PEERLVS_LAB_SARU_LOGS") != "" {
 		f.showSaruLogs(t)
 	}
@@ -444,6 +447,19 @@ func (f *fleet) showSaruLogs(t *testing.T) {
 			}
 		}
 	}
+}
+
+// lapses counts, per director, the lapses of the liveness lease its
+// running saru has logged.
+func (f *fleet) lapses() map[string]int {
+	n := map[string]int{}
+	for _, d := range f.directors {
+		if p := f.saru[d.name]; p != nil {
+			log := p.Stderr()
+			n[d.name] = strings.Count(log, "renewed its liveness lease late") + strings.Count(log, "stalled past its liveness lease")
+		}
+	}
+	return n
 }
 
 // live prints a line that the host shows while the lab runs (make demo).
