@@ -38,6 +38,19 @@ var leaseKey = []byte{1, 0, 0, 0}
 // then calls Restore.
 var ErrLeaseLapsed = errors.New("filter: liveness lease lapsed")
 
+// LapseError is the error Renew returns after a lapse; it matches
+// ErrLeaseLapsed and says how long ago the lease was last renewed, which
+// bounds how long the process can have been silent.
+type LapseError struct {
+	Since, Lease time.Duration
+}
+
+func (e *LapseError) Error() string {
+	return fmt.Sprintf("%v: last renewed %v ago, lease %v", ErrLeaseLapsed, e.Since.Round(time.Millisecond), e.Lease)
+}
+
+func (e *LapseError) Unwrap() error { return ErrLeaseLapsed }
+
 // liveTable names the owner-bound table of a main table.
 func liveTable(main string) string { return main + "_live" }
 
@@ -47,7 +60,7 @@ func liveTable(main string) string { return main + "_live" }
 // With a lease, the rule sets the mark only while the lease set holds its
 // element, which expires unless renewed: a process that is alive but
 // stalled (a SIGSTOP, a paused VM) stops accepting too.
-func renderLive(c Config) (*nftables.Table, *nftables.Set, *nftables.Chain) {
+func renderLive(c Config) (*nftables.Set, *nftables.Chain) {
 	t := &nftables.Table{Name: liveTable(c.Table), Family: nftables.TableFamilyINet}
 	prio := nftables.ChainPriority(Priority - 1)
 	policy := nftables.ChainPolicyAccept
@@ -57,7 +70,7 @@ func renderLive(c Config) (*nftables.Table, *nftables.Set, *nftables.Chain) {
 	if c.Lease > 0 {
 		set = &nftables.Set{Table: t, Name: setLease, KeyType: nftables.TypeInteger, HasTimeout: true}
 	}
-	return t, set, ch
+	return set, ch
 }
 
 // liveRule is the mark rule of chain ch; set is the lease set, nil without
@@ -114,7 +127,7 @@ func (f *Filter) arm() error {
 		_ = c.CloseLasting()
 		return err
 	}
-	_, set, ch := renderLive(f.cfg)
+	set, ch := renderLive(f.cfg)
 	if set != nil {
 		if err := c.AddSet(set, f.leaseElem()); err != nil {
 			_ = c.CloseLasting()
@@ -135,7 +148,7 @@ func (f *Filter) arm() error {
 
 // Renew extends the liveness lease to Config.Lease from now. It must be
 // called well within the lease (saru renews four times per lease). It
-// returns ErrLeaseLapsed, and renews nothing, if the previous lease had run
+// returns a *LapseError (ErrLeaseLapsed), and renews nothing, if the previous lease had run
 // out. Without a lease, or before the first Apply, it does nothing.
 func (f *Filter) Renew() error {
 	f.leaseMu.Lock()
@@ -144,7 +157,7 @@ func (f *Filter) Renew() error {
 		return nil
 	}
 	if since := time.Since(f.leased); since >= f.cfg.Lease {
-		return fmt.Errorf("%w: last renewed %v ago, lease %v", ErrLeaseLapsed, since.Round(time.Millisecond), f.cfg.Lease)
+		return &LapseError{Since: since, Lease: f.cfg.Lease}
 	}
 	return f.renew()
 }

@@ -189,12 +189,11 @@ type leaseHolder interface {
 // allocation, and its own, settle; then it restores the lease. A shorter
 // lapse cannot have been seen by the fleet: the lease is restored at once.
 func keepLease(ctx context.Context, lease leaseHolder, every, deadAfter, settle time.Duration, rejoin func(), log *zap.Logger, lapses prometheus.Counter) {
-	renewed := time.Now()
 	tick(ctx, every, func() {
 		err := lease.Renew()
-		if errors.Is(err, filter.ErrLeaseLapsed) {
+		if lapse := (*filter.LapseError)(nil); errors.As(err, &lapse) {
 			lapses.Inc()
-			if gap := time.Since(renewed); gap < deadAfter {
+			if lapse.Since < deadAfter {
 				log.Warn("saru renewed its liveness lease late: the director accepted nothing for a moment; the fleet cannot have declared it dead yet, so it accepts again at once",
 					zap.Error(err))
 			} else {
@@ -212,9 +211,7 @@ func keepLease(ctx context.Context, lease leaseHolder, every, deadAfter, settle 
 				log.Info("liveness lease restored")
 			}
 		}
-		if err == nil {
-			renewed = time.Now()
-		} else {
+		if err != nil {
 			log.Error("renew the liveness lease; the director accepts no flow once it runs out", zap.Error(err))
 		}
 	})

@@ -34,7 +34,7 @@ func (f *fakeLease) Renew() error {
 	f.mu.Unlock()
 	if n == 3 {
 		f.record("lapsed")
-		return fmt.Errorf("%w: test", filter.ErrLeaseLapsed)
+		return &filter.LapseError{Since: 500 * time.Millisecond, Lease: 400 * time.Millisecond}
 	}
 	return nil
 }
