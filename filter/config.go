@@ -73,10 +73,10 @@ type Config struct {
 	// Mark is the single packet-mark bit the liveness table sets and the
 	// main table tests and clears; DefaultMark if zero.
 	Mark uint32
-	// Lease, if not zero, makes liveness also expire this long after the
-	// last Renew, so that a process that is alive but stalled stops
-	// accepting flows like a dead one. Zero: liveness lasts as long as the
-	// process.
+	// Lease, if not zero, makes liveness also need a lease that the
+	// process extends with LeaseUntil, so that a process that is alive but
+	// stalled, or no longer granted its buckets, stops accepting flows like
+	// a dead one. Zero: liveness lasts as long as the process.
 	Lease time.Duration
 }
 

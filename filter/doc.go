@@ -84,15 +84,14 @@
 // Remove tears both tables down and is meant only for an operator's
 // explicit request.
 //
-// A stalled (not dead) saru keeps its socket, and memberlist declares it
-// dead all the same. With Config.Lease the liveness rule also needs the
-// one element of a set with a timeout, which the daemon renews (Renew); a
-// stall longer than the lease lets it expire in the kernel, and the
-// director accepts nothing, as if dead. The lease must be shorter than the
-// least time the fleet takes to declare a silent director dead. After a
-// lapse Renew refuses (ErrLeaseLapsed): the others may hold the buckets by
-// now, so the daemon first makes sure the fleet has taken it back and then
-// calls Restore.
+// A stalled (not dead) saru keeps its socket, and the fleet may give its
+// buckets to others all the same. With Config.Lease the liveness rule also
+// needs the one element of a set with a timeout: the rules accept nothing
+// until the daemon's first LeaseUntil, and nothing after the deadline it
+// last gave. saru gives deadlines only as far as a quorum of the fleet has
+// granted the buckets it accepts (package saru/lease), so a stall, a
+// partition or late grants stop this director before any other may take
+// its buckets.
 //
 // # Counters
 //

@@ -51,17 +51,21 @@ func TestFailSafeChild(t *testing.T) {
 	if err := f.Apply(context.Background(), Ownership{Owned: failsafeOwned}); err != nil {
 		t.Fatal(err)
 	}
+	// saru extends the lease only as far as a quorum of the fleet granted
+	// its buckets; the test has no fleet and grants itself. A lease found
+	// run out is a lapse the parent waits to see.
+	until := time.Now().Add(failsafeLease)
+	if err := f.LeaseUntil(until, time.Second); err != nil {
+		t.Fatal(err)
+	}
 	os.Stdout.WriteString("APPLIED\n")
 	// Bounded: the parent kills us long before.
 	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(failsafeLease / 4) {
-		err := f.Renew()
-		if errors.Is(err, ErrLeaseLapsed) {
-			// saru waits for the fleet to catch up first; the test has no
-			// fleet.
+		if time.Now().After(until) {
 			os.Stdout.WriteString("LAPSED\n")
-			err = f.Restore()
 		}
-		if err != nil {
+		until = time.Now().Add(failsafeLease)
+		if err := f.LeaseUntil(until, time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -251,10 +255,10 @@ func TestFailSafe(t *testing.T) {
 	wantOrphaned("after Close")
 }
 
-// TestLease checks Renew's contract in-process: renewals within the lease
-// keep the rules live; once the lease has run out the rules are not live
-// and Renew refuses with ErrLeaseLapsed instead of quietly renewing; Restore
-// brings them back.
+// TestLease checks LeaseUntil's contract in-process: before the first
+// lease the rules are not live; a lease keeps them live until its
+// deadline and no longer; a deadline in the past withdraws at once; a
+// write slower than allowed is withdrawn and reported.
 func TestLease(t *testing.T) {
 	requireRoot(t)
 	ns := newNS(t, "lease")
@@ -262,8 +266,8 @@ func TestLease(t *testing.T) {
 	cfg.Lease = 200 * time.Millisecond
 	f := newFilter(t, cfg, ns.fd)
 	ctx := context.Background()
-	if err := f.Renew(); err != nil {
-		t.Fatalf("Renew before the first Apply: %v, want nothing to do", err)
+	if err := f.LeaseUntil(time.Now().Add(time.Second), time.Second); err != nil {
+		t.Fatalf("LeaseUntil before the first Apply: %v, want nothing to do", err)
 	}
 	if err := f.Apply(ctx, Ownership{Owned: failsafeOwned}); err != nil {
 		t.Fatal(err)
@@ -274,11 +278,12 @@ func TestLease(t *testing.T) {
 			t.Fatalf("Live() = %v, %v; want %v", got, err, want)
 		}
 	}
-	for range 6 { // 6 x 50 ms: longer than the lease, renewed within it
-		time.Sleep(50 * time.Millisecond)
-		if err := f.Renew(); err != nil {
+	live(false)   // armed, but no lease yet
+	for range 6 { // 6 x 50 ms: longer than one lease, renewed within it
+		if err := f.LeaseUntil(time.Now().Add(cfg.Lease), time.Second); err != nil {
 			t.Fatal(err)
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	live(true)
 	if listing := ns.nft("list", "table", "inet", liveTable(DefaultTable)); !strings.Contains(listing, "set lease") ||
@@ -287,14 +292,21 @@ func TestLease(t *testing.T) {
 	}
 	time.Sleep(cfg.Lease + 50*time.Millisecond)
 	live(false)
-	if err := f.Renew(); !errors.Is(err, ErrLeaseLapsed) {
-		t.Fatalf("Renew after the lease ran out: %v, want ErrLeaseLapsed", err)
-	}
-	live(false)
-	if err := f.Restore(); err != nil {
+	if err := f.LeaseUntil(time.Now().Add(cfg.Lease), time.Second); err != nil {
 		t.Fatal(err)
 	}
 	live(true)
+	if err := f.LeaseUntil(time.Now().Add(-time.Second), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	live(false)
+	if err := f.LeaseUntil(time.Now().Add(cfg.Lease), 0); !errors.Is(err, ErrSlowLeaseWrite) {
+		t.Fatalf("a write slower than allowed: %v, want ErrSlowLeaseWrite", err)
+	}
+	live(false)
+	if err := f.LeaseUntil(time.Now().Add(cfg.Lease), time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if drift, err := f.Verify(ctx); err != nil || len(drift) > 0 {
 		t.Fatalf("drift with a lease: %v %v", drift, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/google/nftables"
 )
@@ -36,12 +35,11 @@ type Filter struct {
 	live    *nftables.Conn // owns the liveness table; nil before the first Apply and after Close
 
 	// leaseMu also guards live, which changes with both locks held, so
-	// that Renew never waits for an Apply or a Verify, which may take long
-	// on a big table. leaseSet is the liveness table's lease set while
-	// armed with a lease; leased is when the lease in force was granted.
+	// that LeaseUntil never waits for an Apply or a Verify, which may take
+	// long on a big table. leaseSet is the liveness table's lease set while
+	// armed with a lease.
 	leaseMu  sync.Mutex
 	leaseSet *nftables.Set
-	leased   time.Time
 }
 
 // New validates cfg and returns a Filter for it. It does not touch the

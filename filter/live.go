@@ -31,25 +31,10 @@ const (
 // matters.
 var leaseKey = []byte{1, 0, 0, 0}
 
-// ErrLeaseLapsed is returned by Renew when the previous lease had already
-// run out: the director has accepted nothing since, and its peers may have
-// declared it dead and taken its buckets. Renewing at once could make two
-// directors accept them; the caller waits until the fleet has caught up and
-// then calls Restore.
-var ErrLeaseLapsed = errors.New("filter: liveness lease lapsed")
-
-// LapseError is the error Renew returns after a lapse; it matches
-// ErrLeaseLapsed and says how long ago the lease was last renewed, which
-// bounds how long the process can have been silent.
-type LapseError struct {
-	Since, Lease time.Duration
-}
-
-func (e *LapseError) Error() string {
-	return fmt.Sprintf("%v: last renewed %v ago, lease %v", ErrLeaseLapsed, e.Since.Round(time.Millisecond), e.Lease)
-}
-
-func (e *LapseError) Unwrap() error { return ErrLeaseLapsed }
+// ErrSlowLeaseWrite is returned by LeaseUntil when a write took longer
+// than allowed: the kernel may have been told a lease that ends later than
+// asked, so the lease has been withdrawn.
+var ErrSlowLeaseWrite = errors.New("filter: lease write too slow; withdrawn")
 
 // liveTable names the owner-bound table of a main table.
 func liveTable(main string) string { return main + "_live" }
@@ -84,10 +69,6 @@ func liveRule(c Config, ch *nftables.Chain, set *nftables.Set) *nftables.Rule {
 	}
 	return &nftables.Rule{Table: ch.Table, Chain: ch, Exprs: append(exprs, markExprs(^c.Mark, c.Mark)...),
 		UserData: userdata.AppendString(nil, userdata.TypeComment, comment)}
-}
-
-func (f *Filter) leaseElem() []nftables.SetElement {
-	return []nftables.SetElement{{Key: leaseKey, Timeout: f.cfg.Lease}}
 }
 
 // markExprs sets meta mark to (mark & and) ^ xor.
@@ -129,7 +110,9 @@ func (f *Filter) arm() error {
 	}
 	set, ch := renderLive(f.cfg)
 	if set != nil {
-		if err := c.AddSet(set, f.leaseElem()); err != nil {
+		// No element yet: the rules accept nothing until the first
+		// LeaseUntil.
+		if err := c.AddSet(set, nil); err != nil {
 			_ = c.CloseLasting()
 			return fmt.Errorf("lease set of table inet %s: %w", liveTable(f.cfg.Table), err)
 		}
@@ -141,52 +124,47 @@ func (f *Filter) arm() error {
 		return fmt.Errorf("fill table inet %s: %w", liveTable(f.cfg.Table), err)
 	}
 	f.leaseMu.Lock()
-	f.live, f.leaseSet, f.leased = c, set, time.Now()
+	f.live, f.leaseSet = c, set
 	f.leaseMu.Unlock()
 	return nil
 }
 
-// Renew extends the liveness lease to Config.Lease from now. It must be
-// called well within the lease (saru renews four times per lease). It
-// returns a *LapseError (ErrLeaseLapsed), and renews nothing, if the previous lease had run
-// out. Without a lease, or before the first Apply, it does nothing.
-func (f *Filter) Renew() error {
+// LeaseUntil makes the liveness lease end at deadline: the rules accept
+// nothing once it has passed. A deadline not after now withdraws the lease
+// at once. Without a lease (Config.Lease 0), or before the first Apply, it
+// does nothing.
+//
+// The kernel counts an element's timeout from when it processes the write,
+// so a write delayed after the remaining time was computed (the process
+// paused in between) would end the lease late by the delay. LeaseUntil
+// measures each write: one that took longer than maxWrite is withdrawn at
+// once and reported as ErrSlowLeaseWrite. A caller that relies on the
+// deadline allows maxWrite on top of it.
+func (f *Filter) LeaseUntil(deadline time.Time, maxWrite time.Duration) error {
 	f.leaseMu.Lock()
 	defer f.leaseMu.Unlock()
 	if f.leaseSet == nil {
 		return nil
 	}
-	if since := time.Since(f.leased); since >= f.cfg.Lease {
-		return &LapseError{Since: since, Lease: f.cfg.Lease}
-	}
-	return f.renew()
-}
-
-// Restore renews a lapsed lease: the director accepts its owned buckets
-// again.
-func (f *Filter) Restore() error {
-	f.leaseMu.Lock()
-	defer f.leaseMu.Unlock()
-	if f.leaseSet == nil {
-		return nil
-	}
-	return f.renew()
-}
-
-// renew replaces the lease element in one transaction (flush, then add), so
-// that it works whether the old element has expired or not and on kernels
-// that cannot update an element's timeout in place. Called with f.leaseMu
-// held; only the owning socket may change the table.
-func (f *Filter) renew() error {
 	start := time.Now()
+	// Timeouts travel in whole milliseconds: round down, never up.
+	left := deadline.Sub(start).Truncate(time.Millisecond)
 	f.live.FlushSet(f.leaseSet)
-	if err := f.live.SetAddElements(f.leaseSet, f.leaseElem()); err != nil {
-		return fmt.Errorf("filter: renew the lease: %w", err)
+	if left > 0 {
+		if err := f.live.SetAddElements(f.leaseSet, []nftables.SetElement{{Key: leaseKey, Timeout: left}}); err != nil {
+			return fmt.Errorf("filter: lease until %v: %w", deadline, err)
+		}
 	}
 	if err := f.live.Flush(); err != nil {
-		return fmt.Errorf("filter: renew the lease in table inet %s: %w", liveTable(f.cfg.Table), err)
+		return fmt.Errorf("filter: lease in table inet %s: %w", liveTable(f.cfg.Table), err)
 	}
-	f.leased = start
+	if took := time.Since(start); left > 0 && took > maxWrite {
+		f.live.FlushSet(f.leaseSet)
+		if err := f.live.Flush(); err != nil {
+			return fmt.Errorf("%w (took %v, limit %v), and the withdrawal failed: %v", ErrSlowLeaseWrite, took, maxWrite, err)
+		}
+		return fmt.Errorf("%w: took %v, limit %v", ErrSlowLeaseWrite, took, maxWrite)
+	}
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/peerlvs/peerlvs/filter"
 	"github.com/peerlvs/peerlvs/internal/sdnotify"
 	"github.com/peerlvs/peerlvs/saru/controller"
+	"github.com/peerlvs/peerlvs/saru/lease"
 	"github.com/peerlvs/peerlvs/saru/member"
 	"github.com/peerlvs/peerlvs/saru/syncready"
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,7 +57,16 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newFilterCollector(flt))
-	ctl, err := controller.New(controller.Config{Membership: node, Applier: flt,
+	var grants *lease.Service
+	if cfg.LivenessLease > 0 {
+		if grants, err = newGrants(cfg, node, flt, reg, log); err != nil {
+			_ = node.Shutdown()
+			return err
+		}
+	} else {
+		log.Warn("liveness_lease is off: no grants, so two directors whose views of the fleet differ may accept the same bucket")
+	}
+	ctl, err := controller.New(controller.Config{Membership: node, Applier: flt, Grants: grantsOrNil(grants),
 		Readiness: readiness(cfg),
 		Buckets:   cfg.Buckets, Seed: uint64(cfg.Seed), HandoverStep: cfg.HandoverStep, HandoverHold: cfg.HandoverHold,
 		Quorum: cfg.Quorum, AloneAfter: cfg.ReadinessGrace,
@@ -91,12 +101,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		Help: "Foreign changes to this director's nftables tables found and undone."})
 	reg.MustRegister(repairs)
 	go watchDrift(ctx, flt, driftCheck, log, repairs)
-	if cfg.LivenessLease > 0 {
-		lapses := prometheus.NewCounter(prometheus.CounterOpts{Name: "saru_filter_lease_lapses_total",
-			Help: "Times saru stalled past its liveness lease and the director accepted nothing until the fleet caught up."})
-		reg.MustRegister(lapses)
-		go keepLease(ctx, flt, cfg.LivenessLease/4, member.SilentDeadAfter(cfg.FailureDetection), cfg.FailureDetection,
-			node.Rejoin, log, lapses)
+	if grants != nil {
+		go grants.Run(ctx)
 	}
 	log.Info("saru running", zap.String("version", version), zap.String("gossip", node.LocalAddr()),
 		zap.String("status", cfg.StatusListen), zap.Duration("readiness_grace", cfg.ReadinessGrace))
@@ -170,51 +176,42 @@ func tick(ctx context.Context, every time.Duration, do func()) {
 	}
 }
 
-// leaseHolder is the part of filter.Filter that keepLease drives.
-type leaseHolder interface {
-	Renew() error
-	Restore() error
+// newGrants wires the fleet's exclusivity rule (package saru/lease): the
+// lease messages ride on memberlist, the kernel lease is the filter's.
+func newGrants(cfg config, node *member.Node, flt *filter.Filter, reg *prometheus.Registry, log *zap.Logger) (*lease.Service, error) {
+	p := lease.Params{Lease: cfg.LivenessLease, Quorum: cfg.Quorum}.WithDefaults()
+	// A kernel write slower than half the margin is withdrawn: the
+	// grantors' Hold allows the margin on top of the lease.
+	kernel := lease.KernelFunc(func(deadline time.Time) error { return flt.LeaseUntil(deadline, p.Margin/2) })
+	k, err := lease.NewKeeper(lease.Holder{Name: cfg.Node, Run: node.Run()}, p, cfg.Buckets, kernel, time.Now)
+	if err != nil {
+		return nil, err
+	}
+	svc := lease.NewService(k, node, log)
+	node.SetMessageHandler(func(b []byte) { svc.Deliver(b) })
+	lapses := prometheus.NewCounter(prometheus.CounterOpts{Name: "saru_filter_lease_lapses_total",
+		Help: "Times the liveness lease ran out before saru renewed it: the director accepted no new flow meanwhile."})
+	reg.MustRegister(lapses)
+	dead := member.SilentDeadAfter(cfg.FailureDetection)
+	svc.OnLapse = func(l lease.Lapse) {
+		lapses.Inc()
+		log.Warn("saru stalled past its liveness lease, or a quorum did not renew its grants in time: the director accepted no new flow meanwhile, and accepts again only what the fleet grants",
+			zap.Duration("for", l.For))
+		if l.For >= dead {
+			// The fleet may have declared us dead: refute it at once.
+			node.Rejoin()
+		}
+	}
+	return svc, nil
 }
 
-// keepLease renews the liveness lease every interval until ctx ends.
-//
-// When the lease has lapsed, this process stalled (stopped, paused, starved)
-// for longer than the lease. If the stall may have lasted deadAfter, the
-// least time in which the fleet can declare a silent director dead, the
-// fleet may have taken the director's buckets over, while this director,
-// still believing it owns them, would accept them again the moment it
-// renews. So it stays unleased, accepting nothing, while it rejoins the
-// seeds (memberlist's push/pull makes it refute its death at once and the
-// others take it back) and for settle after that, which lets the fleet's
-// allocation, and its own, settle; then it restores the lease. A shorter
-// lapse cannot have been seen by the fleet: the lease is restored at once.
-func keepLease(ctx context.Context, lease leaseHolder, every, deadAfter, settle time.Duration, rejoin func(), log *zap.Logger, lapses prometheus.Counter) {
-	tick(ctx, every, func() {
-		err := lease.Renew()
-		if lapse := (*filter.LapseError)(nil); errors.As(err, &lapse) {
-			lapses.Inc()
-			if lapse.Since < deadAfter {
-				log.Warn("saru renewed its liveness lease late: the director accepted nothing for a moment; the fleet cannot have declared it dead yet, so it accepts again at once",
-					zap.Error(err))
-			} else {
-				log.Warn("saru stalled past its liveness lease: accepting no flow until the fleet has caught up",
-					zap.Error(err), zap.Duration("for", settle))
-				rejoin()
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(settle):
-				}
-			}
-			err = lease.Restore()
-			if err == nil {
-				log.Info("liveness lease restored")
-			}
-		}
-		if err != nil {
-			log.Error("renew the liveness lease; the director accepts no flow once it runs out", zap.Error(err))
-		}
-	})
+// grantsOrNil keeps a nil *lease.Service from becoming a non-nil
+// controller.Grants.
+func grantsOrNil(s *lease.Service) controller.Grants {
+	if s == nil {
+		return nil
+	}
+	return s
 }
 
 // rulesView reads this director's side of the map from the kernel.
@@ -229,7 +226,13 @@ func statusHandler(ctl *controller.Controller, rules rulesView, cfg config, reg 
 		m, epoch, view := ctl.Map()
 		mv := controller.Describe(m, view, epoch, cfg.Sense.String(), cfg.Quorum)
 		// The map is saru's; the rules are the kernel's. A failure to read
-		// the latter must not hide the former.
+		// the latter must not hide the former. A poller that wants saru's
+		// map alone asks with rules=0 and spares saru a full listing of
+		// the table per question.
+		if r.URL.Query().Get("rules") == "0" {
+			_ = writeJSON(w, mv)
+			return
+		}
 		if fv, err := rules(r.Context()); err != nil {
 			mv.FilterError = "read this director's rules: " + err.Error()
 		} else {

@@ -454,6 +454,7 @@ buckets: %d
 seed: 20240601
 sense: addrport
 vips: [10.77.1.50]
+quorum: 2
 readiness_grace: 500ms
 handover_step: 200ms
 handover_hold: 500ms

@@ -68,6 +68,23 @@ func (g GraceReadiness) Ready(context.Context) (bool, error) {
 	return time.Since(g.Start) >= g.After, nil
 }
 
+// Grants is the fleet's exclusivity rule (package saru/lease): which
+// buckets this director may accept new flows of, granted by a quorum, and
+// the only way to change the rules, so that the kernel never accepts a
+// bucket longer than it is granted.
+type Grants interface {
+	// Want sets the buckets to ask grants for.
+	Want(buckets []uint32)
+	// Granted reports whether bucket b is granted for a while yet.
+	Granted(b uint32) bool
+	// Changes fires when a bucket was granted or is about to lapse.
+	Changes() <-chan struct{}
+	// Install makes the kernel accept new flows of accepting (through
+	// apply, which changes the rules) and releases what it no longer
+	// accepts.
+	Install(accepting []uint32, apply func() error) error
+}
+
 // Membership is the view of the fleet; *member.Node is one.
 type Membership interface {
 	Name() string
@@ -92,9 +109,13 @@ const (
 type Config struct {
 	Membership Membership
 	Applier    Applier
-	Readiness  ReadinessSource
-	Buckets    uint32
-	Seed       uint64
+	// Grants, if set, gates every bucket whose new flows this director
+	// accepts on a quorum's grant; nil: the allocation alone decides
+	// (exclusive only while views agree).
+	Grants    Grants
+	Readiness ReadinessSource
+	Buckets   uint32
+	Seed      uint64
 	// HandoverStep is how long a taker waits at least after seeing a
 	// planned move before it takes the bucket into HandoverIn. The giver's
 	// release already orders the two, so none is needed; a step only
@@ -184,6 +205,9 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c := &Controller{cfg: cfg, log: cfg.Logger.With(zap.String("component", "controller")),
 		plan: newPlan(cfg.Buckets), kick: make(chan struct{}, 1)}
+	if cfg.Grants != nil {
+		c.plan.granted = cfg.Grants.Granted
+	}
 	c.m = metrics{
 		members:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "saru_members", Help: "Directors memberlist sees alive (any state)."}),
 		eligible:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "saru_members_eligible", Help: "Ready directors with matching settings, the ones owning buckets."}),
@@ -212,6 +236,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer ready.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var grants <-chan struct{} // nil without grants: never fires
+	if c.cfg.Grants != nil {
+		grants = c.cfg.Grants.Changes()
+	}
 	changed := time.Now()
 	next := c.step(ctx, changed, true)
 	for {
@@ -229,6 +257,8 @@ func (c *Controller) Run(ctx context.Context) error {
 			changed = time.Now()
 			next = c.step(ctx, changed, true)
 		case <-timer.C:
+			next = c.step(ctx, changed, false)
+		case <-grants:
 			next = c.step(ctx, changed, false)
 		case <-ready.C:
 			if ms.State() != member.StateJoining {
@@ -307,6 +337,9 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 			zap.Int("buckets", n), zap.String("allocation_key", fmt.Sprintf("%016x", fp)))
 	}
 	own := c.plan.ownership()
+	if g := c.cfg.Grants; g != nil {
+		g.Want(c.plan.wanted())
+	}
 	c.mu.Lock()
 	same := c.status.Applied != (time.Time{}) && c.status.LastError == "" && sameOwnership(own, c.applied)
 	c.mu.Unlock()
@@ -314,7 +347,7 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 		c.publishApplied(fp)
 		return next
 	}
-	if err := c.cfg.Applier.Apply(ctx, own); err != nil {
+	if err := c.apply(ctx, own); err != nil {
 		c.mu.Lock()
 		c.status.LastError = err.Error()
 		c.mu.Unlock()
@@ -333,6 +366,16 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 	c.mu.Unlock()
 	c.publishApplied(fp)
 	return next
+}
+
+// apply changes the rules to own, through the grants if there are any.
+func (c *Controller) apply(ctx context.Context, own filter.Ownership) error {
+	g := c.cfg.Grants
+	if g == nil {
+		return c.cfg.Applier.Apply(ctx, own)
+	}
+	accepting := append(slices.Clone(own.Owned), own.HandoverIn...)
+	return g.Install(accepting, func() error { return c.cfg.Applier.Apply(ctx, own) })
 }
 
 // publishApplied tells the fleet that this director's rules now follow the

@@ -503,3 +503,80 @@ func TestNoStaleRelease(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanGranted: with grants, a bucket is taken only once granted, from
+// a live giver or a failed one alike, never forced by time, and a taken
+// bucket is in the rules only while granted.
+func TestPlanGranted(t *testing.T) {
+	const B = 64
+	step, hold, m3, m2, alive, t0 := drainFixture(B)
+	granted := map[uint32]bool{}
+	newGated := func() *plan {
+		p := newPlan(B)
+		p.granted = func(b uint32) bool { return granted[b] }
+		return p
+	}
+	mine := m2.BucketsOf("a")
+	fromC := map[uint32]bool{}
+	for _, b := range m3.BucketsOf("c") {
+		if m2.OwnerOf(b) == "a" {
+			fromC[b] = true
+		}
+	}
+	for _, tc := range []struct {
+		name     string
+		alive    map[string]bool
+		wantFrom string // where a granted bucket of c's goes: in (a live giver) or owned (a failed one)
+	}{
+		{"live giver", alive, "in"},
+		{"failed giver", map[string]bool{"a": true, "b": true}, "owned"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clear(granted)
+			p := newGated()
+			p.update(allocate.Map{}, m3, alive, "a", t0, step, hold)
+			if o := p.ownership(); len(o.Owned) != 0 {
+				t.Fatalf("owns %d before any grant", len(o.Owned))
+			}
+			for _, b := range m3.BucketsOf("a") {
+				granted[b] = true
+			}
+			p.advance(t0, hold)
+			if o := p.ownership(); len(o.Owned) != len(m3.BucketsOf("a")) {
+				t.Fatalf("owns %d once granted, want %d", len(o.Owned), len(m3.BucketsOf("a")))
+			}
+			p.update(m3, m2, tc.alive, "a", t0, step, hold)
+			if got := len(p.wanted()); got != len(mine) {
+				t.Fatalf("asks for %d buckets, want %d", got, len(mine))
+			}
+			// Long past every deadline, without grants nothing moves.
+			late := t0.Add(10 * (step + hold))
+			p.advance(late, hold)
+			o := p.ownership()
+			if len(o.HandoverIn)+len(o.Owned) != len(mine)-len(fromC) {
+				t.Fatalf("without grants: %d in %d owned, want only the %d kept", len(o.HandoverIn), len(o.Owned), len(mine)-len(fromC))
+			}
+			for b := range fromC {
+				granted[b] = true
+			}
+			p.advance(late, hold)
+			o = p.ownership()
+			n := len(o.HandoverIn)
+			if tc.wantFrom == "owned" {
+				n = len(o.Owned) - (len(mine) - len(fromC))
+			}
+			if n != len(fromC) {
+				t.Fatalf("granted: %d of c's %d buckets %s (ownership %d owned %d in)", n, len(fromC), tc.wantFrom, len(o.Owned), len(o.HandoverIn))
+			}
+			// A grant that lapses takes the bucket out of the rules, not
+			// out of the plan.
+			for b := range fromC {
+				granted[b] = false
+			}
+			o = p.ownership()
+			if len(o.HandoverIn)+len(o.Owned) != len(mine)-len(fromC) || len(p.wanted()) != len(mine) {
+				t.Fatalf("lapsed grants: %d in %d owned, still asking for %d", len(o.HandoverIn), len(o.Owned), len(p.wanted()))
+			}
+		})
+	}
+}

@@ -118,6 +118,13 @@ type plan struct {
 	// taken reports whether taker has completed the current allocation,
 	// and so accepts every flow of the buckets it takes; nil means always.
 	taken func(taker string) bool
+	// granted, when set, reports whether this director holds a quorum's
+	// grant for a bucket now (package saru/lease), and gates every bucket
+	// whose new flows it would accept: a bucket is taken (pending -> in or
+	// owned) only once granted, never forced, and a taken bucket that is
+	// not granted at the moment is left out of the rules. nil: no grants,
+	// the giver's gossiped release orders a handover.
+	granted func(b uint32) bool
 	// forced counts buckets moved on without the other side's word, after
 	// waiting 2*hold beyond the deadline: a peer whose view of the fleet
 	// differs for that long must not keep a bucket half-moved for ever.
@@ -173,9 +180,14 @@ func (p *plan) update(old, cur allocate.Map, alive map[string]bool, me string, n
 			p.st[b] = stOwned
 		case mine:
 			prev := old.OwnerOf(bu)
-			if prev != "" && prev != me && alive[prev] {
+			switch {
+			case prev != "" && prev != me && alive[prev]:
 				p.st[b], p.until[b], p.peer[b] = stPending, now.Add(step), prev
-			} else {
+			case p.granted != nil:
+				// No giver to wait for, but maybe one that is alive and
+				// thinks it owns the bucket: the grant decides.
+				p.st[b], p.until[b], p.peer[b] = stPending, now, ""
+			default:
 				p.st[b] = stOwned
 			}
 		case s == stOwned || s == stIn:
@@ -222,6 +234,15 @@ func (p *plan) advance(now time.Time, hold time.Duration) time.Time {
 				}
 			case stPending:
 				switch {
+				case p.granted != nil:
+					switch {
+					case !p.granted(uint32(b)):
+						waiting = true
+					case p.peer[b] == "":
+						p.st[b], p.peer[b] = stOwned, ""
+					default:
+						p.st[b], p.until[b], p.peer[b] = stIn, now.Add(hold), ""
+					}
 				case p.released == nil || p.released(p.peer[b]):
 					p.st[b], p.until[b], p.peer[b] = stIn, now.Add(hold), ""
 				case forced:
@@ -235,7 +256,10 @@ func (p *plan) advance(now time.Time, hold time.Duration) time.Time {
 			}
 		}
 		due := p.until[b]
-		if waiting {
+		switch {
+		case waiting && p.granted != nil && s == stPending:
+			continue // the grant's arrival wakes the controller, nothing else
+		case waiting:
 			due = due.Add(2 * hold) // the forced move, unless the word comes first
 		}
 		if s := p.st[b]; s != stNone && s != stOwned && (next.IsZero() || due.Before(next)) {
@@ -245,9 +269,15 @@ func (p *plan) advance(now time.Time, hold time.Duration) time.Time {
 	return next
 }
 
+// ownership is what the rules should enforce: with grants, only the
+// buckets granted at the moment accept new flows.
 func (p *plan) ownership() filter.Ownership {
 	var o filter.Ownership
 	for b, s := range p.st {
+		accepting := s == stOwned || s == stIn
+		if accepting && p.granted != nil && !p.granted(uint32(b)) {
+			continue
+		}
 		switch s {
 		case stOwned:
 			o.Owned = append(o.Owned, uint32(b))
@@ -258,6 +288,18 @@ func (p *plan) ownership() filter.Ownership {
 		}
 	}
 	return o
+}
+
+// wanted lists the buckets to ask grants for: every one this director
+// owns or is taking.
+func (p *plan) wanted() []uint32 {
+	var out []uint32
+	for b, s := range p.st {
+		if s == stOwned || s == stIn || s == stPending {
+			out = append(out, uint32(b))
+		}
+	}
+	return out
 }
 
 // empty reports whether this director holds no bucket in any form.

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -138,7 +139,10 @@ type Node struct {
 	// view is our own copy of the other members, kept by the event
 	// delegate: memberlist.Members returns pointers into records its
 	// packet handlers rewrite without a lock we could take.
-	view     map[string]seen
+	view map[string]seen
+	// handler receives the user messages other directors send (saru's
+	// lease messages); nil drops them.
+	handler  atomic.Pointer[func([]byte)]
 	stopOnce sync.Once
 	stop     chan struct{}
 	done     chan struct{}
@@ -499,8 +503,48 @@ func ParseKeys(r io.Reader, name string) ([][]byte, error) {
 
 func validKeyLen(n int) bool { return n == 16 || n == 24 || n == 32 }
 
-// delegate is the memberlist.Delegate of a Node: metadata only, saru sends
-// no user messages and keeps no state of its own to push/pull.
+// Run identifies this saru process among the fleet's (see Meta.Run).
+func (n *Node) Run() uint64 { return n.run }
+
+// SetMessageHandler makes h receive every user message another director
+// sends with Send. memberlist calls it from its receive path: h must not
+// block, and must copy the bytes it keeps.
+func (n *Node) SetMessageHandler(h func([]byte)) { n.handler.Store(&h) }
+
+// Peers returns the names of the other directors memberlist sees alive (or
+// suspected), whatever their state.
+func (n *Node) Peers() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, len(n.view))
+	for name := range n.view {
+		if name != n.cfg.Name {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Send sends msg to director to as a memberlist user message: one UDP
+// datagram, encrypted and authenticated with the gossip key like the
+// gossip itself. Best effort: nothing tells whether it arrived.
+func (n *Node) Send(to string, msg []byte) error {
+	n.mu.Lock()
+	sn, ok := n.view[to]
+	n.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("member: send to %s: not a member", to)
+	}
+	if err := n.ml.SendToAddress(memberlist.Address{Addr: sn.addr, Name: to}, msg); err != nil {
+		return fmt.Errorf("member: send to %s: %w", to, err)
+	}
+	return nil
+}
+
+// delegate is the memberlist.Delegate of a Node: metadata, and user
+// messages passed to the handler; saru keeps no state of its own to
+// push/pull.
 type delegate Node
 
 func (d *delegate) NodeMeta(limit int) []byte {
@@ -516,7 +560,11 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	}
 	return buf
 }
-func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) NotifyMsg(b []byte) {
+	if h := (*Node)(d).handler.Load(); h != nil {
+		(*h)(b)
+	}
+}
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *delegate) LocalState(join bool) []byte                { return nil }
 func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}

@@ -1,0 +1,77 @@
+package lease
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Defaults for Params.
+const (
+	// DefaultDrift bounds clock-rate error at 1 %: quartz is good to
+	// 0.01 %, NTP slews at most 0.05 %; the rest is headroom.
+	DefaultDrift = 0.01
+	// DefaultMargin covers the kernel's timer granularity (an nftables
+	// element timeout is rounded up to a jiffy, 10 ms at HZ=100) and the
+	// longest kernel write of the lease the daemon tolerates.
+	DefaultMargin = 100 * time.Millisecond
+)
+
+// Params are the fleet-wide lease settings; every director must use the
+// same ones.
+type Params struct {
+	// Lease is how long a holder may accept a bucket after it sent the
+	// request that a quorum granted. Failover takes about Hold (a dead
+	// holder's grants must run out); a holder that cannot renew for Lease
+	// stops accepting.
+	Lease time.Duration
+	// Drift bounds the clock-rate error of every director: ρ = 1 + Drift.
+	Drift float64
+	// Margin is added to Hold for what happens outside the clocks' rates:
+	// timer granularity and a late kernel write.
+	Margin time.Duration
+	// Quorum is how many distinct grantors (the holder included) must
+	// grant a bucket; it must be more than half of the fleet.
+	Quorum int
+}
+
+// WithDefaults fills the zero fields that have defaults.
+func (p Params) WithDefaults() Params {
+	if p.Drift == 0 {
+		p.Drift = DefaultDrift
+	}
+	if p.Margin == 0 {
+		p.Margin = DefaultMargin
+	}
+	if p.Quorum == 0 {
+		p.Quorum = 1
+	}
+	return p
+}
+
+// Validate reports settings that cannot work.
+func (p Params) Validate() error {
+	var errs []error
+	if p.Lease <= 0 {
+		errs = append(errs, fmt.Errorf("lease: lease %v must be positive", p.Lease))
+	}
+	if p.Drift < 0 || p.Drift > 0.5 {
+		errs = append(errs, fmt.Errorf("lease: drift %v out of range 0..0.5", p.Drift))
+	}
+	if p.Margin < 0 {
+		errs = append(errs, fmt.Errorf("lease: margin %v is negative", p.Margin))
+	}
+	if p.Quorum < 1 {
+		errs = append(errs, fmt.Errorf("lease: quorum %d must be at least 1", p.Quorum))
+	}
+	return errors.Join(errs...)
+}
+
+// Hold is how long a grantor keeps a grant (its own clock, from when it
+// received the request) before it may grant the bucket to another holder:
+// Lease·ρ² + Margin, so that the holder's Lease on its clock ends, in real
+// time, before the grantor's Hold on the grantor's clock does.
+func (p Params) Hold() time.Duration {
+	r := 1 + p.Drift
+	return time.Duration(float64(p.Lease)*r*r) + p.Margin
+}

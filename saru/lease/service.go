@@ -1,0 +1,193 @@
+package lease
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Transport carries lease messages between directors; *member.Node is one
+// (memberlist user messages, authenticated with the gossip key).
+type Transport interface {
+	// Peers names the other directors to ask for grants: every director
+	// the local one can see, whatever its state.
+	Peers() []string
+	// Send sends one message to a director, best effort.
+	Send(to string, msg []byte) error
+}
+
+// Service runs a Keeper on the network: a round of requests every
+// Lease/4, grants for the others' requests, and the kernel lease renewed
+// after each round and whenever grants arrive. It is what the daemon wires
+// between memberlist, the controller and the filter.
+type Service struct {
+	k     *Keeper
+	tr    Transport
+	log   *zap.Logger
+	in    chan []byte
+	now   chan struct{} // a round is due before the ticker's
+	every time.Duration
+	// OnLapse, if set, is told of every lapse of the kernel lease.
+	OnLapse func(Lapse)
+}
+
+// NewService returns a service for k over tr.
+func NewService(k *Keeper, tr Transport, log *zap.Logger) *Service {
+	return &Service{k: k, tr: tr, log: log.With(zap.String("component", "lease")),
+		in: make(chan []byte, 1024), now: make(chan struct{}, 1), every: k.Params().Lease / 4}
+}
+
+// Keeper returns the service's keeper.
+func (s *Service) Keeper() *Keeper { return s.k }
+
+// Deliver hands a received message to the service without blocking; the
+// transport calls it from its receive path. Bytes that are not a lease
+// message are the caller's to handle: Deliver reports false for them.
+func (s *Service) Deliver(msg []byte) bool {
+	if len(msg) < 2 || msg[0] != magic[0] || msg[1] != magic[1] {
+		return false
+	}
+	select {
+	case s.in <- append([]byte(nil), msg...):
+	default:
+		// A full queue means this process is far behind; the sender
+		// asks again next round.
+	}
+	return true
+}
+
+// Want implements controller.Grants. A bucket newly wanted is asked for
+// at once, not at the next tick: a taker's wait is what a move costs.
+func (s *Service) Want(buckets []uint32) {
+	if s.k.Want(buckets) {
+		select {
+		case s.now <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Changes implements controller.Grants.
+func (s *Service) Changes() <-chan struct{} { return s.k.Changes() }
+
+// Granted implements controller.Grants: b is valid for at least one more
+// round, so that installing it does not cut the kernel lease short.
+func (s *Service) Granted(b uint32) bool {
+	return s.k.ValidUntil(b).After(s.k.now().Add(s.every))
+}
+
+// Install implements controller.Grants: the keeper's Install, then the
+// release of what the kernel no longer accepts, to every other director.
+func (s *Service) Install(accepting []uint32, apply func() error) error {
+	rel, err := s.k.Install(accepting, apply)
+	if err != nil {
+		return err
+	}
+	msgs, err := EncodeRelease(rel)
+	if err != nil {
+		return err
+	}
+	s.broadcast(msgs)
+	return nil
+}
+
+// Run drives the service until ctx ends.
+func (s *Service) Run(ctx context.Context) {
+	t := time.NewTicker(s.every)
+	defer t.Stop()
+	s.round()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.round()
+		case <-s.now:
+			s.round()
+		case msg := <-s.in:
+			renew := s.handle(msg)
+			// Drain what else has come, then renew once.
+			for more := true; more; {
+				select {
+				case msg = <-s.in:
+					renew = s.handle(msg) || renew
+				default:
+					more = false
+				}
+			}
+			if renew {
+				s.renew()
+			}
+		}
+	}
+}
+
+func (s *Service) round() {
+	r := s.k.Round()
+	msgs, err := EncodeRequest(r)
+	if err != nil {
+		s.log.Error("encode a lease request", zap.Error(err))
+		return
+	}
+	s.broadcast(msgs)
+	s.renew()
+}
+
+func (s *Service) broadcast(msgs [][]byte) {
+	if len(msgs) == 0 {
+		return
+	}
+	for _, p := range s.tr.Peers() {
+		for _, m := range msgs {
+			if err := s.tr.Send(p, m); err != nil {
+				s.log.Debug("send a lease message", zap.String("to", p), zap.Error(err))
+			}
+		}
+	}
+}
+
+// handle processes one message and reports whether it was a grant.
+func (s *Service) handle(msg []byte) bool {
+	m, err := Decode(msg)
+	if err != nil {
+		s.log.Warn("drop a malformed lease message", zap.Error(err))
+		return false
+	}
+	switch {
+	case m.Request != nil:
+		g := s.k.OnRequest(*m.Request)
+		out, err := EncodeGrant(g)
+		if err != nil {
+			s.log.Error("encode a grant", zap.Error(err))
+			return false
+		}
+		for _, b := range out {
+			if err := s.tr.Send(g.To.Name, b); err != nil {
+				s.log.Debug("send a grant", zap.String("to", g.To.Name), zap.Error(err))
+			}
+		}
+	case m.Grant != nil:
+		s.k.OnGrant(*m.Grant)
+		return true
+	case m.Release != nil:
+		s.k.OnRelease(*m.Release)
+	}
+	return false
+}
+
+func (s *Service) renew() {
+	lapse, err := s.k.Renew()
+	if lapse != nil && s.OnLapse != nil {
+		s.OnLapse(*lapse)
+	}
+	if err != nil {
+		s.log.Error("renew the kernel lease; this director accepts no new flow once it runs out", zap.Error(err))
+	}
+}
+
+// KernelFunc adapts a function to Kernel.
+type KernelFunc func(deadline time.Time) error
+
+// LeaseUntil implements Kernel.
+func (f KernelFunc) LeaseUntil(deadline time.Time) error { return f(deadline) }
