@@ -161,7 +161,8 @@ func (f *Filter) LeaseUntil(deadline time.Time, maxWrite time.Duration) error {
 	if took := time.Since(start); left > 0 && took > maxWrite {
 		f.live.FlushSet(f.leaseSet)
 		if err := f.live.Flush(); err != nil {
-			return fmt.Errorf("%w (took %v, limit %v), and the withdrawal failed: %v", ErrSlowLeaseWrite, took, maxWrite, err)
+			// Not ErrSlowLeaseWrite: the lease may still be in force.
+			return fmt.Errorf("filter: lease write too slow (took %v, limit %v), and the withdrawal failed: %w", took, maxWrite, err)
 		}
 		return fmt.Errorf("%w: took %v, limit %v", ErrSlowLeaseWrite, took, maxWrite)
 	}

@@ -182,7 +182,13 @@ func newGrants(cfg config, node *member.Node, flt *filter.Filter, reg *prometheu
 	p := lease.Params{Lease: cfg.LivenessLease, Quorum: cfg.Quorum}.WithDefaults()
 	// A kernel write slower than half the margin is withdrawn: the
 	// grantors' Hold allows the margin on top of the lease.
-	kernel := lease.KernelFunc(func(deadline time.Time) error { return flt.LeaseUntil(deadline, p.Margin/2) })
+	kernel := lease.KernelFunc(func(deadline time.Time) error {
+		err := flt.LeaseUntil(deadline, p.Margin/2)
+		if errors.Is(err, filter.ErrSlowLeaseWrite) {
+			return fmt.Errorf("%w: %w", lease.ErrWithdrawn, err)
+		}
+		return err
+	})
 	k, err := lease.NewKeeper(lease.Holder{Name: cfg.Node, Run: node.Run()}, p, cfg.Buckets, kernel, time.Now)
 	if err != nil {
 		return nil, err

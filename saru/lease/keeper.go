@@ -13,9 +13,16 @@ import (
 // the daemon's adapter).
 type Kernel interface {
 	// LeaseUntil makes the kernel stop accepting at deadline at the
-	// latest; a deadline not after now withdraws at once.
+	// latest; a deadline not after now withdraws at once. An error that
+	// matches ErrWithdrawn says the kernel now accepts nothing (the write
+	// could not be trusted and was undone); any other leaves the previous
+	// lease or the new one in force.
 	LeaseUntil(deadline time.Time) error
 }
+
+// ErrWithdrawn marks a Kernel error after which the kernel lease is known
+// to be withdrawn: safe, and as good as any cut.
+var ErrWithdrawn = errors.New("lease: kernel lease withdrawn")
 
 // Keeper ties a director's Ledger and Grantor to its kernel so that the
 // kernel never accepts a bucket longer than the ledger holds it valid:
@@ -210,10 +217,14 @@ func (k *Keeper) prepare(accepting []uint32) ([]uint32, error) {
 		}
 	}
 	if d := k.ledger.Deadline(now, added); len(added) > 0 && d.Before(k.deadline) {
-		if err := k.kernel.LeaseUntil(d); err != nil {
+		switch err := k.kernel.LeaseUntil(d); {
+		case errors.Is(err, ErrWithdrawn):
+			k.deadline = now // accepting nothing is a cut too
+		case err != nil:
 			return nil, fmt.Errorf("lease: shorten the kernel lease before installing: %w", err)
+		default:
+			k.deadline = d
 		}
-		k.deadline = d
 	}
 	old := k.installed
 	k.installed = union(old, accepting)
@@ -249,9 +260,12 @@ func (k *Keeper) Renew() (*Lapse, error) {
 		lapse = &Lapse{For: now.Sub(k.deadline)}
 	}
 	if err := k.kernel.LeaseUntil(d); err != nil {
-		// The kernel holds the old lease or the new one: keep the later
-		// end as the bound.
-		if d.After(k.deadline) {
+		switch {
+		case errors.Is(err, ErrWithdrawn):
+			k.deadline = now
+		case d.After(k.deadline):
+			// The kernel holds the old lease or the new one: keep the
+			// later end as the bound.
 			k.deadline = d
 		}
 		return nil, fmt.Errorf("lease: renew the kernel lease: %w", err)

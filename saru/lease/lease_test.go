@@ -2,6 +2,7 @@ package lease
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -387,4 +388,40 @@ func must(b [][]byte, err error) [][]byte {
 		panic(err)
 	}
 	return b
+}
+
+// TestKeeperWithdrawn: a kernel that withdrew its lease (a write it could
+// not trust) has been cut as far as can be: installing goes on, and the
+// next renewal reports the lapse.
+func TestKeeperWithdrawn(t *testing.T) {
+	p := testParams()
+	now := epoch
+	kern := &fakeKernel{err: fmt.Errorf("slow: %w", ErrWithdrawn)}
+	k, err := NewKeeper(hx, p, 8, kern, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(p.Hold())
+	k.Want([]uint32{1})
+	r := k.Round()
+	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{1}})
+	applied := false
+	if _, err := k.Install([]uint32{1}, func() error { applied = true; return nil }); err != nil || !applied {
+		t.Fatalf("install after a withdrawn cut: applied %v, %v", applied, err)
+	}
+	kern.err = nil
+	now = now.Add(10 * time.Millisecond)
+	lapse, err := k.Renew()
+	if err != nil || lapse == nil {
+		t.Fatalf("renew after a withdrawal: lapse %v, %v", lapse, err)
+	}
+	kern.err = errors.New("netlink: no buffer space")
+	now = now.Add(10 * time.Millisecond)
+	k.Want([]uint32{1, 2})
+	r = k.Round()
+	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{2}})
+	// Bucket 2 is valid for longer than the lease in force: no cut needed.
+	if _, err := k.Install([]uint32{1, 2}, func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
 }
