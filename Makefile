@@ -15,7 +15,7 @@ LAB_PKGS   = ./deploy/lab/...
 UNIT_PKGS  = $(shell $(GO) list ./... | grep -v /deploy/lab)
 TEST_FLAGS ?= -count=1
 
-.PHONY: all build test unit lab lab-setup bench lint demo clean deb
+.PHONY: all build test unit lab lab-setup bench lint demo clean deb chaos
 
 all: build
 
@@ -35,8 +35,10 @@ unit:
 lab: lab-setup
 	$(GO) test $(TEST_FLAGS) -p 1 -v -timeout 25m $(LAB_PKGS)
 
+# One line per step it runs (none when all is in place); apt-get's and
+# dpkg's output goes to .cache/lab/setup.log, shown only if a step fails.
 lab-setup:
-	deploy/lab/setup.sh >/dev/null
+	@deploy/lab/setup.sh >/dev/null
 
 # Go benchmarks, then the lab benchmark (stock master->backup against syncd
 # at the same offered load). Results and commands: docs/benchmarks.md.
@@ -48,6 +50,16 @@ lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+# The chaos soak (needs root): TestSaruChaos, which `make unit` runs for
+# 90 s, for 10 minutes (PEERLVS_CHAOS_DURATION overrides): real saru fleets
+# of 3 and 5 directors in network namespaces under random gossip loss,
+# one-way and asymmetric partitions, bursts, SIGSTOP, CPU starvation and
+# kill -9, while every director's rules are read from its kernel. It prints
+# its seed; `make chaos PEERLVS_CHAOS_SEED=<seed>` replays the schedule.
+# Figures: docs/benchmarks.md.
+chaos:
+	PEERLVS_CHAOS_DURATION=$${PEERLVS_CHAOS_DURATION:-10m} $(GO) test -count=1 -v -timeout 20m -run 'TestSaruChaos$$' ./cmd/saru/
 
 # The main job: the lab demo. It boots the lab twice: two directors failing
 # over with the stock kernel daemons and then with syncd (side by side), and
