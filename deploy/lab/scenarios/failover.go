@@ -226,7 +226,13 @@ func (h *holder) waitOpen(t *testing.T, want int, within time.Duration) traffic.
 		r := h.report(t)
 		if r.Connecting == 0 || time.Now().After(deadline) {
 			if r.Open != want {
-				t.Fatalf("only %d of %d client connections opened (%d never opened, %d broken)", r.Open, want, r.NeverOpened, r.Broken)
+				why := map[string]int{}
+				for _, c := range r.PerConn {
+					if c.State == traffic.StateNeverOpened || c.State == traffic.StateBroken {
+						why[c.Err]++
+					}
+				}
+				t.Fatalf("only %d of %d client connections opened (%d never opened, %d broken): %v", r.Open, want, r.NeverOpened, r.Broken, why)
 			}
 			return r
 		}

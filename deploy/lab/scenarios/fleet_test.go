@@ -1,10 +1,14 @@
 package scenarios
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -36,6 +40,13 @@ type fleet struct {
 	*drFleet
 	syncd *syncdMode
 	saru  map[string]*lab.Proc
+	// watch, when set, reads every reachable director's rules all along:
+	// a director leaves it as it is killed and joins it again as soon as
+	// its rebuilt namespace exists.
+	watch *acceptSampler
+	// pastLogs are the logs of the saru processes killed so far.
+	pastLogs  []pastLog
+	logsShown bool
 }
 
 func newFleet(t *testing.T, g *lab.Guest) *fleet { return newFleetWith(t, g, topology{}) }
@@ -43,6 +54,12 @@ func newFleet(t *testing.T, g *lab.Guest) *fleet { return newFleetWith(t, g, top
 func newFleetWith(t *testing.T, g *lab.Guest, tp topology) *fleet {
 	t.Helper()
 	f := &fleet{drFleet: newLVSFleet(t, g, 3, tp), syncd: &syncdMode{}, saru: map[string]*lab.Proc{}}
+	// A scenario that fails in the guest shows what every saru said.
+	t.Cleanup(func() {
+		if t.Failed() {
+			f.showSaruLogs(t)
+		}
+	})
 	g.Sh("head -c 32 /dev/urandom | base64 > /tmp/gossip.key && chmod 600 /tmp/gossip.key")
 	for _, d := range f.directors {
 		f.start(t, d)
@@ -86,9 +103,11 @@ func (f *fleet) start(t *testing.T, d *director) {
 	f.syncd.start(t, f.drFleet, d)
 	f.g.Sh("cat > /tmp/saru-%s.yaml <<'EOF'\n%sEOF", d.name, f.saruConfig(d, id))
 	f.saru[d.name] = d.ns.Start("saru", "run", "--config", "/tmp/saru-"+d.name+".yaml")
+	// saru's status says when it first applied its rules (installed the
+	// table); asking it over HTTP spares the guest an exec of nft per poll.
 	if !waitFor(30*time.Second, func() bool {
-		_, err := d.ns.Try("nft list table inet peerlvs")
-		return err == nil
+		st, err := saruStatusOf(d)
+		return err == nil && !st.Applied.IsZero()
 	}) {
 		t.Fatalf("saru on %s installed no table; its log:\n%s", d.name, f.saru[d.name].Stderr())
 	}
@@ -108,97 +127,170 @@ func (f *fleet) id(d *director) int {
 // crash or a pulled cable would.
 func (f *fleet) kill(t *testing.T, d *director) {
 	t.Helper()
+	if f.watch != nil {
+		// Cut off, its rules accept nothing whatever they say.
+		f.watch.drop(d.name)
+	}
 	for _, dev := range []string{d.frontDev, d.syncDev, d.backDev} {
 		if dev != "" {
 			f.g.Sh("ip link set %s down", dev)
 		}
 	}
-	if p := f.saru[d.name]; p != nil {
-		p.Kill()
-		delete(f.saru, d.name)
-	}
+	f.killSaru(d)
 	f.syncd.down(t, f.drFleet, d)
 }
+
+// killSaru kills d's saru with SIGKILL, keeping its log for showSaruLogs:
+// what a director believed before it died explains what the others did.
+func (f *fleet) killSaru(d *director) {
+	if p := f.saru[d.name]; p != nil {
+		p.Kill()
+		f.pastLogs = append(f.pastLogs, pastLog{d.name, p.Stderr()})
+		delete(f.saru, d.name)
+	}
+}
+
+// pastLog is the log of a saru that was killed.
+type pastLog struct{ director, log string }
 
 // back boots a killed or stopped director again from scratch: a new
 // namespace (an empty kernel table, no nftables table), then its daemons.
 func (f *fleet) back(t *testing.T, d *director) {
 	t.Helper()
 	f.reboot(t, d)
+	if f.watch != nil {
+		f.watch.add(t, d)
+	}
 	f.start(t, d)
 }
 
-// saruMap reads a director's partition map from its saru.
+// saruMap reads a director's partition map from its saru, without its
+// rules (the sampler and the judges read those from the kernel).
 func saruMap(d *director) (controller.MapView, error) {
 	var m controller.MapView
-	out, err := d.ns.Try("saru map --json --status %s", saruStatus)
-	if err != nil {
-		return m, err
-	}
-	err = json.Unmarshal([]byte(out), &m)
+	err := getStatus(d, saruStatus, "/map?rules=0", &m)
 	return m, err
 }
 
 func saruStatusOf(d *director) (controller.Status, error) {
 	var s controller.Status
-	out, err := d.ns.Try("saru status --json --status %s", saruStatus)
-	if err != nil {
-		return s, err
-	}
-	err = json.Unmarshal([]byte(out), &s)
+	err := getStatus(d, saruStatus, "/status", &s)
 	return s, err
+}
+
+// getStatus asks a daemon's status endpoint in d's namespace over HTTP from
+// the scenario itself: polling with `saru map` would exec a Go binary per
+// director per poll, and in the emulated guest that load starves the very
+// daemons under test.
+func getStatus(d *director, addr, path string, v any) error {
+	code, body, err := httpGet(d, addr, path)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("%s: %s: %d %s: %s", d.name, path, code, http.StatusText(code), strings.TrimSpace(string(body)))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%s: decode %s: %w", d.name, path, err)
+	}
+	return nil
+}
+
+// httpGet asks a daemon's status endpoint in d's namespace.
+func httpGet(d *director, addr, path string) (int, []byte, error) {
+	resp, err := d.ns.HTTPClient().Get("http://" + addr + path)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: %w", d.name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: read %s: %w", d.name, path, err)
+	}
+	return resp.StatusCode, body, nil
 }
 
 // settled reports whether every director in want has the same map, in which
 // exactly the directors in want own buckets, and has applied its own share
-// with no handover in progress.
-func settled(want []*director) (bool, string) {
+// with no handover in progress; and, if so, when the last of them applied
+// its rules. It asks each director's (small) status and one director's map
+// only once the statuses agree: the map is the same allocation wherever the
+// fingerprint is.
+func settled(want []*director) (bool, string, time.Time) {
 	names := map[string]bool{}
 	for _, d := range want {
 		names[d.name] = true
 	}
 	fp := ""
-	for _, d := range want {
-		m, err := saruMap(d)
-		if err != nil {
-			return false, fmt.Sprintf("%s: map: %v", d.name, err)
-		}
-		if fp == "" {
-			fp = m.Fingerprint
-		} else if m.Fingerprint != fp {
-			return false, fmt.Sprintf("%s: fingerprint %s differs from %s", d.name, m.Fingerprint, fp)
-		}
-		share := 0
-		for _, dv := range m.Directors {
-			if (dv.Buckets > 0) != names[dv.Name] {
-				return false, fmt.Sprintf("%s: map gives %s %d buckets", d.name, dv.Name, dv.Buckets)
-			}
-			if dv.Name == d.name {
-				share = dv.Buckets
-			}
-		}
+	var applied time.Time
+	sts := make([]controller.Status, len(want))
+	for i, d := range want {
 		st, err := saruStatusOf(d)
 		if err != nil {
-			return false, fmt.Sprintf("%s: status: %v", d.name, err)
+			return false, fmt.Sprintf("%s: status: %v", d.name, err), applied
 		}
-		if st.Owned != share || st.HandoverIn != 0 || st.HandoverOut != 0 {
-			return false, fmt.Sprintf("%s: owns %d (want %d), handover in %d out %d", d.name, st.Owned, share, st.HandoverIn, st.HandoverOut)
+		if st.HandoverIn != 0 || st.HandoverOut != 0 {
+			return false, fmt.Sprintf("%s: owns %d, handover in %d out %d", d.name, st.Owned, st.HandoverIn, st.HandoverOut), applied
+		}
+		if i == 0 {
+			fp = st.Fingerprint
+		} else if st.Fingerprint != fp {
+			return false, fmt.Sprintf("%s: fingerprint %s differs from %s", d.name, st.Fingerprint, fp), applied
+		}
+		sts[i] = st
+		if st.Applied.After(applied) {
+			applied = st.Applied
 		}
 	}
-	return true, ""
+	m, err := saruMap(want[0])
+	if err != nil {
+		return false, fmt.Sprintf("%s: map: %v", want[0].name, err), applied
+	}
+	if m.Fingerprint != fp {
+		return false, fmt.Sprintf("%s: map fingerprint %s, status said %s", want[0].name, m.Fingerprint, fp), applied
+	}
+	share := map[string]int{}
+	for _, dv := range m.Directors {
+		if (dv.Buckets > 0) != names[dv.Name] {
+			return false, fmt.Sprintf("%s: map gives %s %d buckets", want[0].name, dv.Name, dv.Buckets), applied
+		}
+		share[dv.Name] = dv.Buckets
+	}
+	for i, d := range want {
+		if st := sts[i]; st.Owned != share[d.name] {
+			return false, fmt.Sprintf("%s: owns %d (want %d), handover in %d out %d", d.name, st.Owned, share[d.name], st.HandoverIn, st.HandoverOut), applied
+		}
+	}
+	return true, "", applied
 }
+
+// settlePoll is how often waitSettled asks. The time it reports comes from
+// the directors' own record of their last rules change, not from the poll,
+// so the poll can be slow and cheap.
+const settlePoll = 250 * time.Millisecond
 
 // waitSettled waits until the allocation over want is applied everywhere and
 // returns how long that took.
 func waitSettled(t *testing.T, want []*director, within time.Duration) time.Duration {
 	t.Helper()
-	start := time.Now()
+	return waitSettledSince(t, want, time.Now(), within)
+}
+
+// waitSettledSince is waitSettled for an event that began at start: it
+// returns how long after start the last director applied its rules (or, if
+// none did after start, how long after start the wait ended).
+func waitSettledSince(t *testing.T, want []*director, start time.Time, within time.Duration) time.Duration {
+	t.Helper()
 	var why string
-	if waitFor(within, func() bool {
+	var applied time.Time
+	if waitEvery(within, settlePoll, func() bool {
 		var ok bool
-		ok, why = settled(want)
+		ok, why, applied = settled(want)
 		return ok
 	}) {
+		if applied.After(start) {
+			return applied.Sub(start)
+		}
 		return time.Since(start)
 	}
 	t.Fatalf("allocation over %s not applied after %s: %s", dirNames(want), within, why)
@@ -224,7 +316,26 @@ type eventResult struct {
 	NewOK       int     `json:"new_ok"`
 	AllocMS     float64 `json:"alloc_ms"` // event -> allocation applied on every survivor
 	ReadyMS     float64 `json:"ready_ms"` // event -> a returning director's saru turned ready; 0 if none did
-	Note        string  `json:"note,omitempty"`
+	// IdleCPU is the guest's idle CPU share over the event, in percent of
+	// all its CPUs (/proc/stat): what the daemons and the harness left.
+	IdleCPU float64 `json:"idle_cpu_pct"`
+	// CPUBy is who used the guest over the event: each command's share of
+	// all its CPUs ("saru 20 %, labtraffic 18 %, ...").
+	CPUBy string `json:"cpu_by,omitempty"`
+	// ReplicatedMS is how long, before a director left, the scenario
+	// waited until every survivor's kernel held every held connection and
+	// UDP flow (none is then younger than the sync window); -1 if none
+	// left.
+	ReplicatedMS float64 `json:"replicated_ms"`
+	Note         string  `json:"note,omitempty"`
+	// With the accept sampler (TestFleetStarved): its rounds of reading
+	// every reachable director's rules, the most buckets two directors
+	// accepted at once in a round, the longest a bucket was accepted by
+	// none, and the first double.
+	Rounds      int     `json:"rounds,omitempty"`
+	MaxDouble   int     `json:"max_double"`
+	MaxGapMS    float64 `json:"max_gap_ms,omitempty"`
+	FirstDouble string  `json:"first_double,omitempty"`
 	// Broken lists the held connections that broke during the event (local
 	// address, real server, why); NewErrors the failed new connections by
 	// cause.
@@ -250,22 +361,49 @@ type fleetResult struct {
 	Events   []eventResult  `json:"events"`
 	// UDP is the UDP flows' summary over the whole sequence.
 	UDP *traffic.UDPSummary `json:"udp,omitempty"`
+	// IdleCPU is the guest's idle CPU share over the whole scenario, from
+	// the first daemon's start to the end of the last event, in percent.
+	IdleCPU float64 `json:"idle_cpu_pct"`
+	// HogPct is the share of the guest the CPU hog was given (0: none),
+	// HogShare what it took, both in percent of all the guest's CPUs.
+	HogPct   int     `json:"hog_pct,omitempty"`
+	HogShare float64 `json:"hog_share_pct,omitempty"`
+	// Sampled says the accept sampler ran through every event.
+	Sampled bool `json:"sampled,omitempty"`
 }
+
+// fleetOpts vary the fleet scenario.
+type fleetOpts struct {
+	// hogPct starts a CPU hog taking this share of the guest (percent of
+	// all its CPUs) before the traffic starts, for the whole sequence.
+	hogPct int
+	// sample runs the accept sampler through every event.
+	sample bool
+}
+
+// fleetProbeInterval is how often each held connection is probed. The
+// probes of the 120 connections are spread evenly over it, so one goes out
+// every ~8 ms: any outage longer than that is seen by some connection, and
+// a connection the outage catches stalls for as long as it lasts. 1 s
+// (rather than 500 ms) halves the probes' load on the emulated guest; a
+// reset still shows at the connection's next probe, within the event's
+// fleetSettleOK.
+const fleetProbeInterval = time.Second
 
 // TestFleet: the mission end to end. Three active-active directors with
 // direct-routing real servers, 120 long-lived connections spread over all
 // their buckets plus a steady stream of new ones and UDP flows, and six
 // events: crash, return, drain, return, crash, return.
-func TestFleet(t *testing.T) { runFleet(t, topology{udp: true}) }
+func TestFleet(t *testing.T) { runFleet(t, topology{udp: true}, fleetOpts{}) }
 
 // TestFleetNAT: the same with the real servers behind the directors (IPVS
 // masquerading), so every reply passes a director too and must reach the
 // one that owns the flow: the filter's reply-direction rules.
-func TestFleetNAT(t *testing.T) { runFleet(t, topology{nat: true, udp: true}) }
+func TestFleetNAT(t *testing.T) { runFleet(t, topology{nat: true, udp: true}, fleetOpts{}) }
 
-func runFleet(t *testing.T, tp topology) {
+func runFleet(t *testing.T, tp topology, o fleetOpts) fleetResult {
 	res := lab.Run(t, lab.Options{Timeout: 12 * time.Minute, MemoryMB: 1024}, func(t *testing.T, g *lab.Guest) fleetResult {
-		return fleetSequence(t, g, tp)
+		return fleetSequence(t, g, tp, o)
 	})
 	t.Logf("%s\n%s", res.Topology, fleetTable(res))
 	if len(res.Events) != 6 {
@@ -274,6 +412,15 @@ func runFleet(t *testing.T, tp topology) {
 	for _, e := range res.Events {
 		if e.Survived != e.Conns {
 			t.Errorf("%s: %d of %d established connections survived", e.Event, e.Survived, e.Conns)
+		}
+		if !res.Sampled {
+			continue
+		}
+		if e.MaxDouble != 0 {
+			t.Errorf("%s: up to %d buckets were accepted by two directors at once; first %s", e.Event, e.MaxDouble, e.FirstDouble)
+		}
+		if e.Rounds < 10 {
+			t.Errorf("%s: only %d rounds of reading the rules; the measurement is too coarse", e.Event, e.Rounds)
 		}
 	}
 	for d, n := range res.Spread {
@@ -292,6 +439,7 @@ func runFleet(t *testing.T, tp topology) {
 			t.Errorf("UDP flows: %d got no reply, %d changed real server, %d bad replies", u.ZeroReplyFlows, u.ChangedServerFlows, u.Bad)
 		}
 	}
+	return res
 }
 
 // fleetUDPFlows and fleetUDPRate are the UDP load: flows of their own
@@ -301,12 +449,13 @@ const (
 	fleetUDPRate  = 4
 )
 
-func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
+func fleetSequence(t *testing.T, g *lab.Guest, tp topology, o fleetOpts) fleetResult {
+	whole := lab.StartIdleMeter()
 	f := newFleetWith(t, g, tp)
 	d1, d2, d3 := f.directors[0], f.directors[1], f.directors[2]
 	all := []*director{d1, d2, d3}
 	waitSettled(t, all, 60*time.Second)
-	r := fleetResult{Topology: tp.String()}
+	r := fleetResult{Topology: tp.String(), HogPct: o.hogPct, Sampled: o.sample}
 	r.Initial = map[string]int{}
 	for _, d := range all {
 		st, err := saruStatusOf(d)
@@ -316,8 +465,13 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 		r.Initial[d.name] = st.Owned
 	}
 	live(t, "fleet up: buckets %v", r.Initial)
+	var hog *lab.Hog
+	if o.hogPct > 0 {
+		hog = g.StartHog(o.hogPct, 2)
+		live(t, "CPU hog started: two busy loops capped at %d %% of the guest", o.hogPct)
+	}
 
-	h := startHolder(t, f.client, fleetConns, 500*time.Millisecond, "-rate", fmt.Sprint(fleetNewRate))
+	h := startHolder(t, f.client, fleetConns, fleetProbeInterval, "-rate", fmt.Sprint(fleetNewRate))
 	rep := h.waitOpen(t, fleetConns, 90*time.Second)
 	r.Servers = rep.Servers
 	var udp *lab.Proc
@@ -325,23 +479,56 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 		// Bounded by -duration in case the interrupt below never comes.
 		udp = f.client.Start("labtraffic", "udp", "-target", fmt.Sprintf("%s:%d", vip, vipPort),
 			"-flows", fmt.Sprint(fleetUDPFlows), "-rate", fmt.Sprint(fleetUDPRate), "-duration", "10m", "-per-flow=false")
+		// Every flow must exist in some director's kernel before the
+		// first event, so that the replication check before it covers
+		// them all.
+		var n int
+		if !waitEvery(30*time.Second, 200*time.Millisecond, func() bool {
+			n = len(udpFlowsOn(t, all))
+			return n >= fleetUDPFlows
+		}) {
+			t.Fatalf("only %d of %d UDP flows reached a director's kernel within 30 s", n, fleetUDPFlows)
+		}
 	}
-	time.Sleep(kernelSyncDelay)
 	m, err := saruMap(d1)
 	if err != nil {
 		t.Fatalf("d1: saru map: %v", err)
 	}
 	r.Spread = spreadByMap(t, m, heldConns(h.report(t)))
 	live(t, "%s: %d connections held; by owning director %v; by real server %v", tp, fleetConns, r.Spread, r.Servers)
+	if o.sample {
+		f.watch = newAcceptSampler(t, all)
+		defer f.watch.close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go f.watch.run(ctx)
+	}
 
 	wasBroken := map[int]bool{}
 	event := func(name string, survivors []*director, do func()) {
 		live(t, "event: %s", name)
+		e := eventResult{Event: name, Conns: fleetConns, ReplicatedMS: -1}
+		// Before a director leaves, every survivor's kernel must hold
+		// every held connection and every UDP flow (the leaving one's
+		// included): a fixed wait (the kernel's sync delay) is a guess
+		// that a slow guest can outrun.
+		if leaving := leavingOf(f, survivors); len(leaving) > 0 {
+			var udp []string
+			if tp.udp {
+				udp = udpFlowsOn(t, append(slices.Clone(survivors), leaving...))
+			}
+			took := waitReplicated(t, survivors, heldConns(h.report(t)), udp, 30*time.Second)
+			e.ReplicatedMS = float64(took.Milliseconds())
+			live(t, "  every held connection and %d UDP flows are in the kernels of %s (waited %.0f ms) before %s leaves", len(udp), dirNames(survivors), e.ReplicatedMS, dirNames(leaving))
+		}
+		idle, by0 := lab.StartIdleMeter(), lab.CPUByCommand()
 		h.report(t) // the event's interval starts here
+		if f.watch != nil {
+			f.watch.reset()
+		}
 		start := time.Now()
 		do()
-		waitSettled(t, survivors, 60*time.Second)
-		alloc := time.Since(start)
+		alloc := waitSettledSince(t, survivors, start, 60*time.Second)
 		var ready time.Duration
 		for _, d := range survivors {
 			if at, ok := sarulogAfter(f, d, start, func(l saruLogLine) bool { return l.Msg == "state" && l.State == "ready" }); ok {
@@ -350,8 +537,18 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 		}
 		time.Sleep(fleetSettleOK)
 		rep := h.report(t)
-		e := eventResult{Event: name, Conns: fleetConns, Survived: rep.Open, MaxStallMS: rep.IntervalMaxStallMS,
-			NewAttempts: rep.NewAttempts, NewOK: rep.NewOK, AllocMS: float64(alloc.Milliseconds()), NewErrors: rep.NewErrors, ReadyMS: float64(ready.Milliseconds())}
+		e.Survived, e.MaxStallMS, e.NewAttempts, e.NewOK = rep.Open, rep.IntervalMaxStallMS, rep.NewAttempts, rep.NewOK
+		e.AllocMS, e.NewErrors, e.ReadyMS = float64(alloc.Milliseconds()), rep.NewErrors, float64(ready.Milliseconds())
+		e.IdleCPU, e.CPUBy = idle.Idle(), lab.CPUShares(by0, lab.CPUByCommand(), time.Since(idle.Since()))
+		if f.watch != nil {
+			var gap time.Duration
+			var err error
+			e.Rounds, e.MaxDouble, gap, e.FirstDouble, err = f.watch.result()
+			if err != nil {
+				t.Fatalf("read the directors' rules: %v", err)
+			}
+			e.MaxGapMS = float64(gap.Milliseconds())
+		}
 		for _, c := range rep.PerConn {
 			if c.State == traffic.StateBroken && !wasBroken[c.ID] {
 				wasBroken[c.ID] = true
@@ -366,8 +563,13 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 			e.Note = strings.Join(owners, " ")
 			e.Spread = spreadByMap(t, m, heldConns(rep))
 		}
-		live(t, "  %d/%d survive, longest stall %.0f ms, new connections %d/%d ok, allocation applied in %.0f ms (returning saru ready after %.0f ms); buckets %s; held connections by director now %v",
-			e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.AllocMS, e.ReadyMS, e.Note, e.Spread)
+		live(t, "  %d/%d survive, longest stall %.0f ms, new connections %d/%d ok, allocation applied in %.0f ms (returning saru ready after %.0f ms); buckets %s; held connections by director now %v; guest idle %.0f %%",
+			e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.AllocMS, e.ReadyMS, e.Note, e.Spread, e.IdleCPU)
+		live(t, "  guest CPU by command: %s", e.CPUBy)
+		if f.watch != nil {
+			live(t, "  %d rounds of reading the rules; at most %d buckets accepted twice; longest a bucket was accepted by none %.0f ms%s",
+				e.Rounds, e.MaxDouble, e.MaxGapMS, firstDoubleNote(e.FirstDouble))
+		}
 		if len(e.Broken)+len(e.NewErrors) > 0 {
 			live(t, "  broke: %v; new connections failed: %v", e.Broken, e.NewErrors)
 		}
@@ -383,11 +585,22 @@ func fleetSequence(t *testing.T, g *lab.Guest, tp topology) fleetResult {
 	event("4. d2 back", all, func() { f.back(t, d2) })
 	event("5. kill d3", []*director{d1, d2}, func() { f.kill(t, d3) })
 	event("6. d3 back", all, func() { f.back(t, d3) })
+	if hog != nil {
+		r.HogShare = hog.Share()
+		hog.Stop()
+		live(t, "the CPU hog took %.0f %% of the guest (capped at %d %%)", r.HogShare, r.HogPct)
+	}
 	h.p.Kill()
+	r.IdleCPU = whole.Idle()
+	live(t, "guest idle CPU over the whole scenario: %.0f %%", r.IdleCPU)
 	// A lapse here is a live saru starved past its lease under the
 	// emulator's load: it costs that director a moment, never a double.
 	live(t, "lapsed liveness leases per director (saru logs): %v", f.lapses())
-	if os.Getenv("PEERLVS_LAB_SARU_LOGS") != "" {
+	doubled := false
+	for _, e := range r.Events {
+		doubled = doubled || e.FirstDouble != "" || len(e.Broken) > 0
+	}
+	if doubled || os.Getenv("PEERLVS_LAB_SARU_LOGS") != "" {
 		f.showSaruLogs(t)
 	}
 	if udp != nil {
@@ -433,18 +646,29 @@ func spreadByMap(t *testing.T, m controller.MapView, held []string) map[string]i
 	return out
 }
 
-// showSaruLogs prints every running saru's log but its debug lines, for
-// the host to show (PEERLVS_LAB_LIVE=1, or the console dump of a failure).
+// showSaruLogs prints the log of every saru, the killed ones first ("d1
+// saru (killed)"), then the running ones, but their debug lines, for the
+// host to show (PEERLVS_LAB_LIVE=1, or the console dump of a failure).
+// Each line carries saru's own time stamp ("ts", Unix seconds), which the
+// accept sampler's first double names too.
 func (f *fleet) showSaruLogs(t *testing.T) {
-	for _, d := range f.directors {
-		p := f.saru[d.name]
-		if p == nil {
-			continue
-		}
-		for _, l := range strings.Split(p.Stderr(), "\n") {
+	if f.logsShown {
+		return
+	}
+	f.logsShown = true
+	show := func(who, log string) {
+		for _, l := range strings.Split(log, "\n") {
 			if l != "" && !strings.Contains(l, `"level":"debug"`) {
-				live(t, "%s saru: %s", d.name, l)
+				live(t, "%s saru: %s", who, l)
 			}
+		}
+	}
+	for _, p := range f.pastLogs {
+		show(p.director+" (killed)", p.log)
+	}
+	for _, d := range f.directors {
+		if p := f.saru[d.name]; p != nil {
+			show(d.name, p.Stderr())
 		}
 	}
 }
@@ -474,13 +698,58 @@ func fleetTable(r fleetResult) string {
 		fmt.Fprintf(&b, "UDP, %d flows at %.0f/s each through all events: %d/%d datagrams answered (%.2f %% lost), longest gap %.0f ms, %d flows changed real server, %d got no reply\n\n",
 			u.Flows, u.RatePerFlow, u.Received, u.Sent, 100*u.Loss, u.MaxGapMS, u.ChangedServerFlows, u.ZeroReplyFlows)
 	}
-	b.WriteString("| event | established survive | longest stall | new connections ok | returning saru ready | allocation applied on survivors | map after |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("| event | established survive | longest stall | new connections ok | returning saru ready | allocation applied on survivors | guest idle CPU | map after |\n|---|---|---|---|---|---|---|---|\n")
 	for _, e := range r.Events {
 		ready := "–"
 		if e.ReadyMS > 0 {
 			ready = fmt.Sprintf("%.0f ms", e.ReadyMS)
 		}
-		fmt.Fprintf(&b, "| %s | %d/%d | %.0f ms | %d/%d (%.0f %%) | %s | %.0f ms | %s |\n", e.Event, e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.newShare(), ready, e.AllocMS, e.Note)
+		fmt.Fprintf(&b, "| %s | %d/%d | %.0f ms | %d/%d (%.0f %%) | %s | %.0f ms | %.0f %% | %s |\n", e.Event, e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.newShare(), ready, e.AllocMS, e.IdleCPU, e.Note)
+	}
+	fmt.Fprintf(&b, "\nguest idle CPU over the whole scenario: %.0f %%", r.IdleCPU)
+	if r.HogPct > 0 {
+		fmt.Fprintf(&b, " (with a CPU hog capped at %d %% of the guest, which took %.0f %%)", r.HogPct, r.HogShare)
+	}
+	b.WriteString("\n")
+	if r.Sampled {
+		b.WriteString("\n| event | held connections in survivors' kernels after | rounds | buckets accepted twice (max) | longest unaccepted | first double |\n|---|---|---|---|---|---|\n")
+		for _, e := range r.Events {
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %.0f ms | %s |\n", e.Event, msOrDash(e.ReplicatedMS), e.Rounds, e.MaxDouble, e.MaxGapMS, e.FirstDouble)
+		}
+	} else {
+		b.WriteString("\nheld connections in the survivors' kernels before a director left, after:")
+		for i, e := range r.Events {
+			if e.ReplicatedMS >= 0 {
+				fmt.Fprintf(&b, " event %d %s;", i+1, msOrDash(e.ReplicatedMS))
+			}
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+func msOrDash(v float64) string {
+	if v < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f ms", v)
+}
+
+func firstDoubleNote(first string) string {
+	if first == "" {
+		return ""
+	}
+	return "; first double: " + first
+}
+
+// leavingOf lists the directors whose syncd runs now and that are not
+// among the survivors of the coming event: the ones it takes away.
+func leavingOf(f *fleet, survivors []*director) []*director {
+	var out []*director
+	for _, d := range f.directors {
+		if d.proc != nil && !slices.Contains(survivors, d) {
+			out = append(out, d)
+		}
+	}
+	return out
 }

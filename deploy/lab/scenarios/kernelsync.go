@@ -120,8 +120,16 @@ func openTap(t *testing.T, ns *lab.NS, s *syncLink) *synclink.Tap {
 	return tap
 }
 
-// waitFor polls cond until it holds or the timeout passes.
+// waitFor polls cond every 100 ms until it holds or the timeout passes. In
+// the emulated guest, keep cond cheap (a file read, a netlink dump, an HTTP
+// question to a daemon): an exec per poll competes with the daemons whose
+// progress it waits for.
 func waitFor(timeout time.Duration, cond func() bool) bool {
+	return waitEvery(timeout, 100*time.Millisecond, cond)
+}
+
+// waitEvery is waitFor with the poll interval given.
+func waitEvery(timeout, every time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		if cond() {
@@ -130,6 +138,6 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(every)
 	}
 }

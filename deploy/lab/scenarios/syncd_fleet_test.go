@@ -2,13 +2,16 @@ package scenarios
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/peerlvs/peerlvs/deploy/lab"
 	"github.com/peerlvs/peerlvs/deploy/lab/traffic"
+	"github.com/peerlvs/peerlvs/ipvs/procconn"
 )
 
 // kernelSyncDelay is how long a new connection may wait in the kernel
@@ -311,4 +314,99 @@ func TestSyncdTransports(t *testing.T) {
 			t.Logf("%s: all %d connections reached both peers' kernels", r.Mode, r.Held)
 		}
 	}
+}
+
+// kernelConns returns the VIP connections d's kernel holds, keyed "TCP
+// addr:port" or "UDP addr:port" by client end, with their state. It reads
+// /proc/net/ip_vs_conn inside d's namespace (/proc/thread-self/net follows
+// the reading thread's namespace) rather than exec'ing ipvsadm: cheap
+// enough to poll in the emulated guest while the daemons under test work.
+func kernelConns(d *director) (map[string]string, error) {
+	var es []procconn.Entry
+	err := d.ns.Do(func() error {
+		var err error
+		es, err = procconn.ReadFile("/proc/thread-self/net/ip_vs_conn")
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.name, err)
+	}
+	want := netip.MustParseAddr(vip)
+	m := make(map[string]string, len(es))
+	for _, e := range es {
+		if e.VAddr != want || e.VPort != vipPort || e.CPort == 0 {
+			continue
+		}
+		switch e.Protocol {
+		case syscall.IPPROTO_TCP:
+			m["TCP "+netip.AddrPortFrom(e.CAddr, e.CPort).String()] = e.State
+		case syscall.IPPROTO_UDP:
+			m["UDP "+netip.AddrPortFrom(e.CAddr, e.CPort).String()] = e.State
+		}
+	}
+	return m, nil
+}
+
+// udpFlowsOn lists the UDP flows to the VIP that the kernels of ds hold
+// ("UDP addr:port"), whoever scheduled them.
+func udpFlowsOn(t *testing.T, ds []*director) []string {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, d := range ds {
+		have, err := kernelConns(d)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		for k := range have {
+			if strings.HasPrefix(k, "UDP ") {
+				seen[k] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// waitReplicated waits until the kernel of every director in ds holds every
+// held TCP connection (client ends, "addr:port") as ESTABLISHED and every
+// UDP flow in udp ("UDP addr:port"), and returns how long that took: before
+// a director leaves, this is the proof that the survivors can carry its
+// connections, where a fixed wait (kernelSyncDelay) is only a guess.
+func waitReplicated(t *testing.T, ds []*director, held, udp []string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last []string
+	if waitEvery(within, 200*time.Millisecond, func() bool {
+		last = last[:0]
+		for _, d := range ds {
+			have, err := kernelConns(d)
+			if err != nil {
+				last = append(last, err.Error())
+				continue
+			}
+			var missing []string
+			for _, c := range held {
+				if have["TCP "+c] != "ESTABLISHED" {
+					missing = append(missing, c)
+				}
+			}
+			for _, u := range udp {
+				if have[u] == "" {
+					missing = append(missing, u)
+				}
+			}
+			if len(missing) > 0 {
+				last = append(last, fmt.Sprintf("%s lacks %d: %s", d.name, len(missing), strings.Join(missing, " ")))
+			}
+		}
+		return len(last) == 0
+	}) {
+		return time.Since(start)
+	}
+	t.Fatalf("held connections not replicated to %s after %s:\n%s", dirNames(ds), within, strings.Join(last, "\n"))
+	return 0
 }

@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -68,13 +69,16 @@ func (m *syncdMode) start(t *testing.T, f *drFleet, d *director) {
 }
 
 // waitReady waits until the director's syncd says its bulk resync is done,
-// which is what saru waits for before the director may take traffic.
+// which is what saru waits for before the director may take traffic. It
+// asks GET /ready (what `syncd ready` asks) over HTTP from the scenario:
+// an exec of the Go binary per poll would compete with the bulk resync it
+// waits for.
 func waitReady(t *testing.T, d *director) time.Duration {
 	t.Helper()
 	start := time.Now()
 	if !waitFor(60*time.Second, func() bool {
-		_, err := d.ns.Try("syncd ready --status %s", syncdStatus)
-		return err == nil
+		code, _, err := httpGet(d, syncdStatus, "/ready")
+		return err == nil && code == http.StatusOK
 	}) {
 		t.Fatalf("syncd on %s not ready after 60 s; its log:\n%s", d.name, d.proc.Stderr())
 	}
