@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -199,13 +200,20 @@ func newGrants(cfg config, node *member.Node, flt *filter.Filter, reg *prometheu
 		Help: "Times the liveness lease ran out before saru renewed it: the director accepted no new flow meanwhile."})
 	reg.MustRegister(lapses)
 	dead := member.SilentDeadAfter(cfg.FailureDetection)
+	var rejoining atomic.Bool
 	svc.OnLapse = func(l lease.Lapse) {
 		lapses.Inc()
 		log.Warn("saru stalled past its liveness lease, or a quorum did not renew its grants in time: the director accepted no new flow meanwhile, and accepts again only what the fleet grants",
 			zap.Duration("for", l.For))
-		if l.For >= dead {
-			// The fleet may have declared us dead: refute it at once.
-			node.Rejoin()
+		// The fleet may have declared us dead: refute it at once. In the
+		// background: a join waits up to memberlist's TCP timeout for each
+		// seed that does not answer (a stopped one), and the renewals must
+		// not wait with it.
+		if l.For >= dead && rejoining.CompareAndSwap(false, true) {
+			go func() {
+				defer rejoining.Store(false)
+				node.Rejoin()
+			}()
 		}
 	}
 	return svc, nil

@@ -28,7 +28,8 @@ type Service struct {
 	in    chan []byte
 	now   chan struct{} // a round is due before the ticker's
 	every time.Duration
-	// OnLapse, if set, is told of every lapse of the kernel lease.
+	// OnLapse, if set, is told of every lapse of the kernel lease. It is
+	// called from the loop that renews the lease: it must not block.
 	OnLapse func(Lapse)
 }
 
