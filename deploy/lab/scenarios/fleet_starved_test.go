@@ -22,16 +22,10 @@ const starvedHogPct = 30
 // leaves, so every one of them (none younger than the sync window) must
 // survive every event.
 //
-// It runs only with PEERLVS_LAB_STARVED=1 until saru holds its promises on a
-// starved host (issue 10). On 771794f every run had buckets accepted twice
-// (gossip flaps; a returning director taking its share at once); on
-// e30e3fe none did, but held connections stalled past the holder's 20 s
-// break, or could not be opened, while leases were withdrawn ("lease write
-// too slow") under the load (docs/benchmarks.md).
+// On 771794f, before saru's grants (saru/lease), every run had buckets
+// accepted twice (gossip flaps; a returning director taking its share at
+// once); since then none has (docs/benchmarks.md).
 func TestFleetStarved(t *testing.T) {
-	if os.Getenv("PEERLVS_LAB_STARVED") != "1" {
-		t.Skip("set PEERLVS_LAB_STARVED=1 to run the starved fleet (issue 10: no bucket has been accepted twice since saru/lease, but held connections can still stall past the holder's break under the load; it joins make test once they do not)")
-	}
 	pct := starvedHogPct
 	if v := os.Getenv("PEERLVS_LAB_HOG_PCT"); v != "" {
 		n, err := strconv.Atoi(v)
