@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -367,14 +365,7 @@ func runChaos(t *testing.T, bin string, o chaosOpts) {
 	c := &chaosRun{t: t, bin: bin, n: n, lab: newE2ELab(t, n), cgroot: cgroot, killed: map[*e2eDaemon]bool{}, cgroups: map[string]bool{}, hogs: map[*exec.Cmd]bool{}}
 	t.Cleanup(c.cleanupCgroups)
 	dir := t.TempDir()
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "gossip.key")
-	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writeGossipKey(t, dir)
 	for i := 0; i < n; i++ {
 		c.cfgs = append(c.cfgs, writeChaosConfig(t, dir, i, n, quorum, keyFile))
 	}

@@ -58,16 +58,19 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newFilterCollector(flt))
+	// gate stays a nil interface without grants, not a nil *lease.Service.
 	var grants *lease.Service
+	var gate controller.Grants
 	if cfg.LivenessLease > 0 {
 		if grants, err = newGrants(cfg, node, flt, reg, log); err != nil {
 			_ = node.Shutdown()
 			return err
 		}
+		gate = grants
 	} else {
 		log.Warn("liveness_lease is off: no grants, so two directors whose views of the fleet differ may accept the same bucket")
 	}
-	ctl, err := controller.New(controller.Config{Membership: node, Applier: flt, Grants: grantsOrNil(grants),
+	ctl, err := controller.New(controller.Config{Membership: node, Applier: flt, Grants: gate,
 		Readiness: readiness(cfg),
 		Buckets:   cfg.Buckets, Seed: uint64(cfg.Seed), HandoverStep: cfg.HandoverStep, HandoverHold: cfg.HandoverHold,
 		Quorum: cfg.Quorum, AloneAfter: cfg.ReadinessGrace,
@@ -217,15 +220,6 @@ func newGrants(cfg config, node *member.Node, flt *filter.Filter, reg *prometheu
 		}
 	}
 	return svc, nil
-}
-
-// grantsOrNil keeps a nil *lease.Service from becoming a non-nil
-// controller.Grants.
-func grantsOrNil(s *lease.Service) controller.Grants {
-	if s == nil {
-		return nil
-	}
-	return s
 }
 
 // rulesView reads this director's side of the map from the kernel.

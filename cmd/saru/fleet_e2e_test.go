@@ -46,14 +46,7 @@ func TestSaruFleetE2E(t *testing.T) {
 	lab := newE2ELab(t, 4)
 
 	dir := t.TempDir()
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "gossip.key")
-	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writeGossipKey(t, dir)
 	const buckets = 64
 	cfgs := make([]string, 4)
 	for i := range cfgs {
@@ -744,4 +737,19 @@ func waitE2E(t *testing.T, ds []*e2eDaemon, limit time.Duration, what string, co
 	}
 	t.Fatalf("no %s within %v: %v", what, limit, err)
 	return 0
+}
+
+// writeGossipKey writes a fresh gossip key file into dir and returns its
+// path.
+func writeGossipKey(t *testing.T, dir string) string {
+	t.Helper()
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "gossip.key")
+	if err := os.WriteFile(p, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

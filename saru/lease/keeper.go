@@ -44,7 +44,7 @@ type Keeper struct {
 	grantor *Grantor
 	kernel  Kernel
 
-	want      []uint32
+	want      []uint32 // sorted
 	installed []uint32 // the buckets whose new flows the kernel may accept
 	// deadline is the kernel lease's end as last written; until the first
 	// write it is unknown, taken as never.
@@ -84,16 +84,18 @@ func (k *Keeper) Params() Params { return k.ledger.Params() }
 // Want sets the buckets to ask grants for from the next round on. It
 // reports whether it adds a bucket not wanted before.
 func (k *Keeper) Want(buckets []uint32) bool {
+	want := slices.Clone(buckets)
+	slices.Sort(want)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	added := false
-	for _, b := range buckets {
-		if !slices.Contains(k.want, b) {
+	for _, b := range want {
+		if _, ok := slices.BinarySearch(k.want, b); !ok {
 			added = true
 			break
 		}
 	}
-	k.want = slices.Clone(buckets)
+	k.want = want
 	return added
 }
 
@@ -188,7 +190,7 @@ func (k *Keeper) Install(accepting []uint32, apply func() error) (Release, error
 	var gone []uint32
 	for _, b := range old {
 		_, still := slices.BinarySearch(accepting, b)
-		if !still && !slices.Contains(k.want, b) {
+		if _, wanted := slices.BinarySearch(k.want, b); !still && !wanted {
 			gone = append(gone, b)
 		}
 	}

@@ -28,9 +28,6 @@ func NewLedger(me Holder, p Params, buckets uint32) *Ledger {
 		got: map[string][]uint64{}, min: make([]uint64, buckets)}
 }
 
-// Holder is who this ledger holds for.
-func (l *Ledger) Holder() Holder { return l.me }
-
 // Params are the ledger's settings, defaults filled in.
 func (l *Ledger) Params() Params { return l.p }
 
@@ -87,7 +84,10 @@ func (l *Ledger) ValidUntil(b uint32) time.Time {
 	if b >= l.buckets {
 		return time.Time{}
 	}
-	var t0s []time.Time
+	// The controller asks for every bucket on each step: no heap
+	// allocation for fleets of up to 32 grantors.
+	var buf [32]time.Time
+	t0s := buf[:0]
 	for _, per := range l.got {
 		s := per[b]
 		if s == 0 || s < l.min[b] {

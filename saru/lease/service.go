@@ -46,7 +46,7 @@ func (s *Service) Keeper() *Keeper { return s.k }
 // transport calls it from its receive path. Bytes that are not a lease
 // message are the caller's to handle: Deliver reports false for them.
 func (s *Service) Deliver(msg []byte) bool {
-	if len(msg) < 2 || msg[0] != magic[0] || msg[1] != magic[1] {
+	if !isLease(msg) {
 		return false
 	}
 	select {

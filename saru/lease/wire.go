@@ -103,7 +103,7 @@ func encode(kind byte, h Holder, seq uint64, grantor string, buckets []uint32) (
 // lease magic and a descriptive error for a malformed lease message; it
 // never panics on any input.
 func Decode(b []byte) (Message, error) {
-	if len(b) < 2 || b[0] != magic[0] || b[1] != magic[1] {
+	if !isLease(b) {
 		return Message{}, ErrNotLease
 	}
 	d := decoder{b: b[2:]}
@@ -151,6 +151,9 @@ func Decode(b []byte) (Message, error) {
 	}
 	return Message{}, fmt.Errorf("lease: unknown message kind %d", kind)
 }
+
+// isLease reports whether b starts like a lease message.
+func isLease(b []byte) bool { return len(b) >= 2 && b[0] == magic[0] && b[1] == magic[1] }
 
 type decoder struct {
 	b   []byte
