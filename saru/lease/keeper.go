@@ -126,19 +126,16 @@ func (k *Keeper) OnGrant(g Grant) {
 }
 
 func (k *Keeper) grantedLocked(g Grant) {
-	if len(g.Buckets) == 0 {
+	if len(g.Buckets) == 0 || !k.ledger.Granted(g) {
 		return
 	}
-	// A bucket that turned valid may be installed now.
-	var was []bool
+	// A valid bucket the kernel does not accept yet may be installed
+	// now: wake the controller. (Whether it was valid before does not
+	// tell: a validity that ran out still reads as a time, and a bucket
+	// dropped from the rules for it must come back on its next grant.)
+	now := k.now()
 	for _, b := range g.Buckets {
-		was = append(was, !k.ledger.ValidUntil(b).IsZero())
-	}
-	if !k.ledger.Granted(g) {
-		return
-	}
-	for i, b := range g.Buckets {
-		if !was[i] && !k.ledger.ValidUntil(b).IsZero() {
+		if _, in := slices.BinarySearch(k.installed, b); !in && k.ledger.ValidUntil(b).After(now) {
 			k.kick()
 			return
 		}

@@ -425,3 +425,32 @@ func TestKeeperWithdrawn(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestKeeperWakesForLapsedBucket: a bucket whose validity ran out, and
+// which the controller therefore took out of the rules, signals a change
+// again when a fresh grant makes it valid.
+func TestKeeperWakesForLapsedBucket(t *testing.T) {
+	p := testParams()
+	now := epoch.Add(p.Hold())
+	k, err := NewKeeper(hx, p, 8, &fakeKernel{}, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(p.Hold())
+	k.Want([]uint32{1})
+	r := k.Round()
+	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{1}})
+	<-k.Changes()
+	// It lapses: out of the rules, its old validity still on the books.
+	now = now.Add(p.Lease + time.Millisecond)
+	if _, err := k.Install(nil, func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	r = k.Round()
+	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{1}})
+	select {
+	case <-k.Changes():
+	default:
+		t.Fatal("no change signalled when a lapsed bucket was granted again")
+	}
+}
