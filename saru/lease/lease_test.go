@@ -426,9 +426,9 @@ func TestKeeperWithdrawn(t *testing.T) {
 	}
 }
 
-// TestKeeperWakesForLapsedBucket: a bucket whose validity ran out, and
-// which the controller therefore took out of the rules, signals a change
-// again when a fresh grant makes it valid.
+// TestKeeperWakesForLapsedBucket: a bucket whose validity nearly ran
+// out, and which the controller therefore took out of the rules, signals
+// a change again when a fresh grant extends it.
 func TestKeeperWakesForLapsedBucket(t *testing.T) {
 	p := testParams()
 	now := epoch.Add(p.Hold())
@@ -441,8 +441,9 @@ func TestKeeperWakesForLapsedBucket(t *testing.T) {
 	r := k.Round()
 	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{1}})
 	<-k.Changes()
-	// It lapses: out of the rules, its old validity still on the books.
-	now = now.Add(p.Lease + time.Millisecond)
+	// Its validity nears its end: the controller takes it out of the
+	// rules (too short to install), though it still reads as valid.
+	now = now.Add(p.Lease - time.Millisecond)
 	if _, err := k.Install(nil, func() error { return nil }); err != nil {
 		t.Fatal(err)
 	}
