@@ -36,6 +36,25 @@ const (
 	MaxLease = time.Minute
 )
 
+// DefaultSettle is how long after a director starts accepting a bucket it
+// drops, rather than resets, the mid-connection packets of that bucket that
+// IPVS does not know (see Config.Settle) unless Config.Settle says
+// otherwise.
+const DefaultSettle = 5 * time.Second
+
+// Bounds of Config.Settle.
+const (
+	MinSettle = 100 * time.Millisecond
+	MaxSettle = 10 * time.Minute
+)
+
+// UnclaimedPriority is the priority of the input base chain that drops
+// unclaimed mid-connection packets of settling buckets: after IPVS, whose
+// LOCAL_IN hooks run at 98 and 99 (NF_IP_PRI_NAT_SRC - 2 and - 1) and take
+// every packet of a connection they hold, so the chain only sees what would
+// otherwise reach the director's own stack.
+const UnclaimedPriority = 110
+
 // Priority of the prerouting base chain. It runs before defragmentation
 // (-400), before raw (-300) and conntrack (-200), and so long before IPVS,
 // which hooks LOCAL_IN and FORWARD: a director spends neither conntrack nor
@@ -78,6 +97,15 @@ type Config struct {
 	// stalled, or no longer granted its buckets, stops accepting flows like
 	// a dead one. Zero: liveness lasts as long as the process.
 	Lease time.Duration
+	// Settle is how long after this director starts accepting a bucket
+	// (owned or being taken over) a TCP or SCTP packet of that bucket that
+	// does not open a connection, and that IPVS did not take because it
+	// holds no such connection, is dropped instead of reaching the local
+	// stack, which would answer with a reset. In that time the connection's
+	// state may still arrive from syncd; the client retransmits meanwhile.
+	// A connection whose state never arrives is reset at most Settle later
+	// than without the rule. DefaultSettle if zero.
+	Settle time.Duration
 }
 
 // Hasher returns the userspace twin of the rules c renders.
@@ -165,6 +193,15 @@ func (c Config) normalize() (Config, error) {
 	slices.Sort(protos)
 	c.Protocols = slices.Compact(protos)
 
+	if c.Settle == 0 {
+		c.Settle = DefaultSettle
+	}
+	if c.Settle < MinSettle || c.Settle > MaxSettle {
+		errs = append(errs, fmt.Errorf("settle %v out of range %v..%v", c.Settle, MinSettle, MaxSettle))
+	}
+	if c.Settle%time.Millisecond != 0 {
+		errs = append(errs, fmt.Errorf("settle %v: the kernel counts set timeouts in whole milliseconds", c.Settle))
+	}
 	if c.FlowTimeout == 0 {
 		c.FlowTimeout = DefaultFlowTimeout
 	}

@@ -93,11 +93,25 @@
 // partition or late grants stop this director before any other may take
 // its buckets.
 //
+// # Unclaimed packets
+//
+// A director that has just started accepting a bucket may not yet hold the
+// state of that bucket's established connections (syncd may still be
+// delivering it). IPVS takes every packet of a connection it holds at
+// LOCAL_IN; a mid-connection packet of one it does not hold falls through
+// to the director's own stack, which answers a VIP's packet with a reset.
+// A base chain at input priority UnclaimedPriority, after IPVS, drops such
+// TCP and SCTP packets (anything but a SYN or an INIT) of buckets in the
+// settling set. Apply adds a bucket there, with the timeout Config.Settle,
+// in the transaction that starts accepting it, judged against the sets the
+// kernel holds; the kernel expires it. The bound matters: a connection
+// whose state never comes is reset Settle later instead of never.
+//
 // # Counters
 //
 // Each rule counts into a named counter object (owned_accepted,
 // foreign_dropped, fragment_accepted, handover_{out,in}_{accepted,dropped},
-// orphaned_dropped),
+// orphaned_dropped, unclaimed_dropped),
 // summed over families and directions and read with Counters. The owned
 // set carries a counter per element, read with BucketCounters: it costs one
 // counter update on the lookup that already accepts the packet. Foreign

@@ -298,6 +298,17 @@ func (f *Filter) queueRebuild(c *nftables.Conn, st *state, own Ownership) {
 			}
 		}
 	}
+	// With other hashing every bucket means other flows: all are new.
+	was := st
+	if !sameHashing(st, w) {
+		was = &state{}
+	}
+	settle := settling(was, own)
+	for _, es := range [][]nftables.SetElement{settle.start, settle.rest} {
+		if len(es) > 0 {
+			_ = c.SetAddElements(w.set(setSettling), es)
+		}
+	}
 	for _, ch := range w.chains {
 		c.AddChain(ch)
 	}
@@ -329,6 +340,58 @@ func (f *Filter) queueElements(c *nftables.Conn, st *state, d diff, own Ownershi
 			_ = c.SetDeleteElements(f.want.set(fl.flows), drop)
 		}
 	}
+	// Adding an element that exists leaves its old timeout, so a bucket
+	// still settling from an earlier take is deleted first. If it expires
+	// between the read and the commit, the delete fails the transaction
+	// and reconcile reads the kernel again.
+	settle := settling(st, own)
+	if len(settle.restart) > 0 {
+		_ = c.SetDeleteElements(f.want.set(setSettling), settle.restart)
+	}
+	if len(settle.start) > 0 {
+		_ = c.SetAddElements(f.want.set(setSettling), settle.start)
+	}
+}
+
+// settleChange is what a transaction does to the settling set: start
+// the settle time of the buckets in start, of which those in restart are
+// still settling from an earlier take; rest are the other elements the
+// kernel holds, with the time they have left.
+type settleChange struct{ start, restart, rest []nftables.SetElement }
+
+// settling finds the buckets this director starts accepting with own,
+// judged against what the kernel's sets hold now (st), not against what
+// this process last wrote.
+func settling(st *state, own Ownership) settleChange {
+	var ch settleChange
+	had := bucketSet(st.elems[setOwned])
+	for b := range bucketSet(st.elems[setHandoverIn]) {
+		had[b] = true
+	}
+	left := make(map[uint32]nftables.SetElement, len(st.elems[setSettling]))
+	for _, e := range st.elems[setSettling] {
+		if len(e.Key) == 4 {
+			left[binary.NativeEndian.Uint32(e.Key)] = e
+		}
+	}
+	for _, l := range [][]uint32{own.Owned, own.HandoverIn} {
+		for _, b := range l {
+			if had[b] {
+				continue
+			}
+			if _, ok := left[b]; ok {
+				ch.restart = append(ch.restart, nftables.SetElement{Key: bucketKey(b)})
+				delete(left, b)
+			}
+			ch.start = append(ch.start, nftables.SetElement{Key: bucketKey(b)})
+		}
+	}
+	for _, e := range left {
+		if e.Expires > 0 {
+			ch.rest = append(ch.rest, nftables.SetElement{Key: e.Key, Timeout: e.Expires})
+		}
+	}
+	return ch
 }
 
 // flowsToKeep splits the remembered flows of family fl: a flow stays only
@@ -409,6 +472,10 @@ type Counters struct {
 	// OrphanedDropped counts packets dropped because no saru held the
 	// liveness table.
 	OrphanedDropped Count
+	// UnclaimedDropped counts mid-connection packets to a VIP that IPVS
+	// did not take, dropped because their bucket was taken moments ago
+	// (Config.Settle) instead of being reset by the local stack.
+	UnclaimedDropped Count
 }
 
 func (c *Counters) fields() map[string]*Count {
@@ -418,6 +485,7 @@ func (c *Counters) fields() map[string]*Count {
 		cntFragmentAccepted:    &c.FragmentAccepted,
 		cntHandoverOutAccepted: &c.HandoverOutAccepted,
 		cntHandoverOutDropped:  &c.HandoverOutDropped,
+		cntUnclaimedDropped:    &c.UnclaimedDropped,
 		cntHandoverInAccepted:  &c.HandoverInAccepted,
 		cntHandoverInDropped:   &c.HandoverInDropped,
 		cntOrphanedDropped:     &c.OrphanedDropped,

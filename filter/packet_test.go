@@ -213,17 +213,36 @@ func udpDatagram(src, dst netip.AddrPort, payload []byte) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(8+len(payload)))
 	b = append(b, 0, 0)
 	b = append(b, payload...)
-	pseudo := append(src.Addr().AsSlice(), dst.Addr().AsSlice()...)
-	pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(b)))
-	pseudo = append(pseudo, 0, 0, 0, ProtoUDP)
-	all := append(pseudo, b...)
-	if len(all)%2 == 1 {
-		all = append(all, 0)
-	}
-	cs := ipChecksum(all)
+	cs := l4Checksum(src.Addr(), dst.Addr(), ProtoUDP, b)
 	if cs == 0 {
 		cs = 0xffff
 	}
 	binary.BigEndian.PutUint16(b[6:], cs)
 	return b
+}
+
+// tcpSegment renders a TCP header with a valid checksum: the receiving
+// stack drops a segment with a bad one before it would answer it.
+func tcpSegment(src, dst netip.AddrPort, flags uint8, seq uint32) []byte {
+	b := binary.BigEndian.AppendUint16(nil, src.Port())
+	b = binary.BigEndian.AppendUint16(b, dst.Port())
+	b = binary.BigEndian.AppendUint32(b, seq)
+	b = binary.BigEndian.AppendUint32(b, 1)
+	b = append(b, 5<<4, flags)
+	b = binary.BigEndian.AppendUint16(b, 65535)
+	b = append(b, 0, 0, 0, 0)
+	binary.BigEndian.PutUint16(b[16:], l4Checksum(src.Addr(), dst.Addr(), ProtoTCP, b))
+	return b
+}
+
+// l4Checksum is the Internet checksum of seg over the pseudo-header.
+func l4Checksum(src, dst netip.Addr, proto uint8, seg []byte) uint16 {
+	pseudo := append(src.AsSlice(), dst.AsSlice()...)
+	pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(seg)))
+	pseudo = append(pseudo, 0, 0, 0, proto)
+	all := append(pseudo, seg...)
+	if len(all)%2 == 1 {
+		all = append(all, 0)
+	}
+	return ipChecksum(all)
 }

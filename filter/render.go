@@ -17,6 +17,7 @@ import (
 const (
 	chainPrerouting = "prerouting"
 	chainOrphaned   = "orphaned"
+	chainUnclaimed  = "unclaimed"
 	commentOwned    = "owned bucket"
 
 	setOwned       = "owned"
@@ -27,6 +28,7 @@ const (
 	setProtos      = "protos"
 	setFlows4      = "flows4"
 	setFlows6      = "flows6"
+	setSettling    = "settling"
 
 	cntOwnedAccepted       = "owned_accepted"
 	cntForeignDropped      = "foreign_dropped"
@@ -36,6 +38,7 @@ const (
 	cntHandoverInAccepted  = "handover_in_accepted"
 	cntHandoverInDropped   = "handover_in_dropped"
 	cntOrphanedDropped     = "orphaned_dropped"
+	cntUnclaimedDropped    = "unclaimed_dropped"
 )
 
 // flowSetSize caps the handover memory per family. When it is full a new
@@ -48,6 +51,7 @@ func counterNames() []string {
 		cntOwnedAccepted, cntForeignDropped, cntFragmentAccepted,
 		cntHandoverOutAccepted, cntHandoverOutDropped,
 		cntHandoverInAccepted, cntHandoverInDropped, cntOrphanedDropped,
+		cntUnclaimedDropped,
 	}
 }
 
@@ -254,7 +258,7 @@ type setIDs map[string]uint32
 // desired is the whole table as a configuration renders it.
 type desired struct {
 	table  *nftables.Table
-	chains []*nftables.Chain // the base chain first
+	chains []*nftables.Chain // the base chains first
 	rules  map[string][]*nftables.Rule
 	sets   []*nftables.Set
 	static map[string][]nftables.SetElement // elements of the sets the config fixes
@@ -316,6 +320,12 @@ func render(c Config) *desired {
 		})
 	}
 
+	addSet(&nftables.Set{
+		Name: setSettling, KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian,
+		HasTimeout: true, Timeout: c.Settle,
+		Comment: fmt.Sprintf("accepted for less than %v: buckets 0..%d of jhash by %s seed %#x", c.Settle, c.Buckets-1, c.Sense, c.Seed),
+	})
+
 	for _, v := range c.VIPs {
 		name := setVIP4
 		if v.Is6() {
@@ -332,6 +342,11 @@ func render(c Config) *desired {
 	d.chains = append(d.chains, &nftables.Chain{
 		Name: chainPrerouting, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: &prio, Policy: &policy,
+	})
+	unclaimedPrio := nftables.ChainPriority(UnclaimedPriority)
+	d.chains = append(d.chains, &nftables.Chain{
+		Name: chainUnclaimed, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: &unclaimedPrio, Policy: &policy,
 	})
 	addChain := func(name string) string {
 		d.chains = append(d.chains, &nftables.Chain{Name: name, Table: t})
@@ -351,6 +366,10 @@ func render(c Config) *desired {
 		return out
 	}
 	one := func(e ...expr.Any) []expr.Any { return e }
+
+	for _, nc := range newConnection() {
+		addRule(chainUnclaimed, "opens a connection: the local stack's to answer", cat(nc, one(verdict(expr.VerdictAccept)))...)
+	}
 
 	// Without saru's liveness mark the packet meets the orphaned chain,
 	// which drops what the request and reply chains would have judged.
@@ -413,6 +432,17 @@ func render(c Config) *desired {
 					lookup(setHandoverIn, d.ids[setHandoverIn]), count(cntHandoverInDropped), verdict(expr.VerdictDrop)))...)
 				addRule(chain, "echo request, bucket of another director", cat(echoRequest(f), one(
 					count(cntForeignDropped), verdict(expr.VerdictDrop)))...)
+			}
+
+			if dir == request {
+				// IPVS took every packet of a connection it holds before
+				// this chain; what arrives here mid-connection would be
+				// answered with a reset by the local stack.
+				for _, p := range []uint8{ProtoTCP, ProtoSCTP} {
+					addRule(chainUnclaimed, "mid-connection, bucket taken moments ago: its state may still be on its way", cat(
+						toVIP, l4proto(p), hash(c.Sense), one(lookup(setSettling, d.ids[setSettling]),
+							count(cntUnclaimedDropped), verdict(expr.VerdictDrop)))...)
+				}
 			}
 
 			key := flowKeyExprs(f, dir)

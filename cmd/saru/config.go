@@ -40,6 +40,7 @@ type fileConfig struct {
 	SyncdStatus       string   `yaml:"syncd_status"`
 	HandoverStep      string   `yaml:"handover_step"`
 	HandoverHold      string   `yaml:"handover_hold"`
+	SettleTime        string   `yaml:"settle_time"`
 	StatusListen      string   `yaml:"status_listen"`
 }
 
@@ -66,6 +67,7 @@ type config struct {
 	SyncdStatus       string // syncd's status endpoint, ip:port; "" = grace time only
 	HandoverStep      time.Duration
 	HandoverHold      time.Duration
+	SettleTime        time.Duration
 	StatusListen      string
 }
 
@@ -80,7 +82,7 @@ func (c config) settings() member.Settings {
 
 func (c config) filterConfig() filter.Config {
 	return filter.Config{Table: c.Table, VIPs: c.VIPs, Sense: c.Sense, Seed: c.Seed, Buckets: c.Buckets,
-		RealServerSubnets: c.RealServerSubnets, Mark: c.FilterMark, Lease: c.LivenessLease}
+		RealServerSubnets: c.RealServerSubnets, Mark: c.FilterMark, Lease: c.LivenessLease, Settle: c.SettleTime}
 }
 
 func loadConfig(path string) (config, error) {
@@ -217,6 +219,10 @@ func parseConfig(data []byte) (config, error) {
 	}
 	c.HandoverStep = dur("handover_step", f.HandoverStep, controller.DefaultHandoverStep)
 	c.HandoverHold = dur("handover_hold", f.HandoverHold, 5*time.Second)
+	c.SettleTime = dur("settle_time", f.SettleTime, filter.DefaultSettle)
+	if c.SettleTime < filter.MinSettle || c.SettleTime > filter.MaxSettle || c.SettleTime%time.Millisecond != 0 {
+		bad("settle_time", "%v out of range; use %v..%v in whole milliseconds (default %v)", c.SettleTime, filter.MinSettle, filter.MaxSettle, filter.DefaultSettle)
+	}
 	if c.StatusListen == "" {
 		c.StatusListen = defaultStatusListen
 	} else if ap, err := netip.ParseAddrPort(c.StatusListen); err != nil {

@@ -195,6 +195,14 @@ sense: port
 vips: [192.0.2.10]
 liveness_lease: 5ms
 `, []string{"lease 5ms out of range"}},
+		{"settle time too short", `
+node: d1
+buckets: 4096
+seed: 1
+sense: port
+vips: [192.0.2.10]
+settle_time: 10ms
+`, []string{"settle_time: 10ms out of range; use 100ms..10m0s"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -215,6 +223,9 @@ liveness_lease: 5ms
 	}
 	if c.BindPort != defaultBindPort || c.Weight != 1 || c.StatusListen != defaultStatusListen || c.Quorum != 1 {
 		t.Fatalf("defaults: %+v", c)
+	}
+	if c.SettleTime != filter.DefaultSettle {
+		t.Fatalf("default settle_time %v, want %v", c.SettleTime, filter.DefaultSettle)
 	}
 	if c.LivenessLease != 400*time.Millisecond {
 		t.Fatalf("default liveness_lease %v at failure_detection %v, want 400ms", c.LivenessLease, c.FailureDetection)

@@ -63,6 +63,7 @@ type engine struct {
 	now     time.Time
 	started time.Time
 	readyAt time.Time
+	rb      readBack
 
 	// Counters written by the loop, read through snapshots.
 	st  Counters
@@ -86,6 +87,8 @@ type Counters struct {
 	KernelInjectDrop uint64 `json:"kernel_inject_dropped"`
 	KernelInjectBad  uint64 `json:"kernel_inject_invalid"`
 	KernelInjectErr  uint64 `json:"kernel_inject_errors"`
+	KernelReinjected uint64 `json:"kernel_reinjected"`
+	KernelRefused    uint64 `json:"kernel_refused"`
 	PeerFramesIn     uint64 `json:"peer_frames_in"`
 	PeerFramesOut    uint64 `json:"peer_frames_out"`
 	PeerBytesIn      uint64 `json:"peer_bytes_in"`
@@ -106,6 +109,7 @@ func newEngine(cfg Config, log *zap.Logger, tbl *table.Table, keys *peer.Keyring
 		cfg: cfg, log: log, tbl: tbl, kio: kio, tr: tr,
 		keys:    make(chan *peer.Keyring, 1),
 		started: now,
+		rb:      newReadBack(),
 		rej:     newRateLog(10 * time.Second),
 	}
 	tbl.SetNodeName(table.NodeID(cfg.NodeID), cfg.NodeName)
@@ -374,16 +378,55 @@ func (e *engine) tick(now time.Time) {
 	}
 	e.inj.seal()
 	e.inj.pump()
-	// Ready means the kernel has the table, not just syncd: saru hands this
-	// director buckets as soon as it says so, so the injection queue the
-	// bulk dump filled must have drained first.
 	if e.node != nil && !e.ready.Load() && e.node.Ready() && len(e.inj.queue) == 0 {
-		e.readyAt = now
-		e.ready.Store(true)
-		e.log.Info("bulk resync complete and injected: ready",
-			zap.Duration("took", now.Sub(e.started)), zap.Int("entries", e.tbl.Len()))
+		e.earnReady(now)
 	}
 	e.publishMaybe(now)
+}
+
+// earnReady declares the node ready once the kernel holds the table. Ready
+// means the kernel has it, not just syncd: saru hands this director
+// buckets as soon as it says so, and a packet of a connection the kernel
+// lacks is answered with a reset. So the injection queue the bulk dump
+// filled must have drained, and the kernel's table is read back (see
+// readBack).
+func (e *engine) earnReady(now time.Time) {
+	if e.kio.Conns != nil {
+		if !e.rb.due(now) {
+			return
+		}
+		kernel, err := e.kio.Conns()
+		if err != nil {
+			// Without the kernel's table there is nothing to check against;
+			// not ready is the safe answer, and the log says why.
+			e.rej.log(e.log, "readback", now, "cannot read the kernel's connections back; staying not ready", zap.Error(err))
+			e.rb.next = now.Add(readBackEvery)
+			return
+		}
+		again := e.rb.round(now, kernel, e.tbl)
+		for i := range again {
+			e.applied(&again[i], 0)
+		}
+		if len(again) > 0 {
+			e.st.KernelReinjected += uint64(len(again))
+			e.log.Info("the kernel lacks entries after the bulk resync; writing them again",
+				zap.Int("missing", len(again)), zap.Int("try", e.rb.tries))
+			e.inj.seal()
+			e.inj.pump()
+		}
+		if !e.rb.done {
+			return
+		}
+		if e.rb.refused > 0 {
+			e.st.KernelRefused += uint64(e.rb.refused)
+			e.log.Warn("the kernel did not take some entries even when written again; they are not waited for",
+				zap.Int("entries", e.rb.refused), zap.Int("tries", readBackTries))
+		}
+	}
+	e.readyAt = now
+	e.ready.Store(true)
+	e.log.Info("bulk resync complete and read back from the kernel: ready",
+		zap.Duration("took", now.Sub(e.started)), zap.Int("entries", e.tbl.Len()))
 }
 
 // procKey identifies a /proc entry the way table.Key does (without the

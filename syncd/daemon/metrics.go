@@ -17,7 +17,7 @@ func newCollector(e *engine) *collector {
 	d := func(name, help string, labels ...string) {
 		c.descs[name] = prometheus.NewDesc("syncd_"+name, help, labels, nil)
 	}
-	d("ready", "1 once the bulk resync is complete (the node may take traffic).")
+	d("ready", "1 once the bulk resync is complete and read back from the kernel (the node may take traffic).")
 	d("entries", "Entries in the connection table.")
 	d("table_events_total", "Table events.", "event")
 	d("kernel_frames_total", "Kernel sync datagrams: in = tapped from the kernel master, out = injected into the kernel backup.", "dir")
@@ -82,6 +82,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	n("kernel_errors_total", l.KernelInjectBad, "inject_invalid")
 	n("kernel_errors_total", l.KernelInjectDrop, "inject_dropped")
 	n("kernel_errors_total", l.KernelInjectErr, "inject_error")
+	n("kernel_errors_total", l.KernelReinjected, "readback_missing")
+	n("kernel_errors_total", l.KernelRefused, "readback_refused")
 	g("kernel_inject_queue", float64(s.InjectQueue))
 	n("peer_frames_total", l.PeerFramesIn, "in")
 	n("peer_frames_total", l.PeerFramesOut, "out")

@@ -192,7 +192,7 @@ func (e *engine) handler(reg *prometheus.Registry) http.Handler {
 			return
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, "not ready: bulk resync in progress")
+		fmt.Fprintln(w, "not ready: bulk resync in progress, or the kernel's table not yet read back")
 	})
 	mux.HandleFunc("GET /conns", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, conns(e.tbl, time.Now()))
