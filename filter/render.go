@@ -263,6 +263,8 @@ type desired struct {
 	sets   []*nftables.Set
 	static map[string][]nftables.SetElement // elements of the sets the config fixes
 	ids    setIDs
+	// ruleStrs are the ruleStrings of rules, per chain.
+	ruleStrs map[string][]string
 }
 
 func (d *desired) set(name string) *nftables.Set {
@@ -464,6 +466,12 @@ func render(c Config) *desired {
 			addRule(out, "connection older than the handover: ours", count(cntHandoverOutAccepted), verdict(expr.VerdictAccept))
 			addRule(in, "connection opened during the handover: ours", cat(known, one(count(cntHandoverInAccepted), verdict(expr.VerdictAccept)))...)
 			addRule(in, "connection older than the handover: the giver's", count(cntHandoverInDropped), verdict(expr.VerdictDrop))
+		}
+	}
+	d.ruleStrs = make(map[string][]string, len(d.rules))
+	for chain, rs := range d.rules {
+		for _, r := range rs {
+			d.ruleStrs[chain] = append(d.ruleStrs[chain], ruleString(r))
 		}
 	}
 	return d

@@ -155,7 +155,7 @@ func compare(st *state, w *desired, own *Ownership) diff {
 		if got, want := hookString(hc), hookString(wc); got != want {
 			d.structure("chain %s is %s, want %s", wc.Name, got, want)
 		}
-		compareRules(&d, wc.Name, st.rules[wc.Name], w.rules[wc.Name])
+		compareRules(&d, wc.Name, st.rules[wc.Name], w.rules[wc.Name], w.ruleStrs[wc.Name])
 	}
 
 	for name := range st.sets {
@@ -221,14 +221,13 @@ func compare(st *state, w *desired, own *Ownership) diff {
 
 // compareRules reports foreign and missing rules rather than positions, so
 // one inserted rule does not read as every later rule differing.
-func compareRules(d *diff, chain string, have, want []*nftables.Rule) {
+// ws are the ruleStrings of want, rendered once per Filter: every Apply
+// reads the kernel's rules back, and formatting both sides was most of an
+// Apply's CPU.
+func compareRules(d *diff, chain string, have, want []*nftables.Rule, ws []string) {
 	hs := make([]string, len(have))
 	for i, r := range have {
 		hs[i] = ruleString(r)
-	}
-	ws := make([]string, len(want))
-	for i, r := range want {
-		ws[i] = ruleString(r)
 	}
 	if slices.Equal(hs, ws) {
 		return

@@ -350,6 +350,7 @@ type chaosRun struct {
 	cgroot  string
 	start   time.Time
 	logsDir string
+	env     []string // added to each saru's environment
 
 	mu      sync.Mutex
 	ds      []*e2eDaemon
@@ -555,6 +556,9 @@ func (c *chaosRun) startDaemon(i int) error {
 	d := &e2eDaemon{name: name, ns: c.lab.ns[i], bin: c.bin, out: &e2eBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command("ip", "netns", "exec", d.ns, c.bin, "run", "--config", c.cfgs[i])
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if c.env != nil {
+		d.cmd.Env = append(os.Environ(), c.env...)
+	}
 	// Pdeathsig: a test binary killed by -timeout takes its sarus along.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {

@@ -99,15 +99,18 @@ func (k *Keeper) Want(buckets []uint32) bool {
 	return added
 }
 
-// Round starts a renewal round: it returns the request to send to every
-// other director and grants it locally at once.
-func (k *Keeper) Round() Request {
+// Round starts a renewal round: it returns the request to send to the
+// other directors and grants it locally at once. fresh reports whether,
+// before this round, every wanted bucket was valid until at least by,
+// which tells the service whether recent rounds came back from a quorum.
+func (k *Keeper) Round(by time.Duration) (r Request, fresh bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	now := k.now()
-	r := k.ledger.Request(now, k.want)
+	fresh = !k.ledger.Deadline(now, k.want).Before(now.Add(by))
+	r = k.ledger.Request(now, k.want)
 	k.grantedLocked(k.grantor.Request(now, r))
-	return r
+	return r, fresh
 }
 
 // OnRequest handles another director's request and returns the grant to

@@ -180,7 +180,7 @@ func TestKeeperOrdering(t *testing.T) {
 	// Past the local grantor's quiet period, with one peer's grant.
 	now = now.Add(p.Hold())
 	k.Want([]uint32{1, 2})
-	r := k.Round()
+	r, _ := k.Round(0)
 	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{1, 2}})
 	select {
 	case <-k.Changes():
@@ -220,7 +220,7 @@ func TestKeeperOrdering(t *testing.T) {
 		t.Fatal("renewed past the validity")
 	}
 	// Fresh grants end the lapse; the renewal reports how long it lasted.
-	r = k.Round()
+	r, _ = k.Round(0)
 	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{1, 2}})
 	lapse, err := k.Renew()
 	if err != nil || lapse == nil || lapse.For != 100*time.Millisecond {
@@ -403,7 +403,7 @@ func TestKeeperWithdrawn(t *testing.T) {
 	}
 	now = now.Add(p.Hold())
 	k.Want([]uint32{1})
-	r := k.Round()
+	r, _ := k.Round(0)
 	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{1}})
 	applied := false
 	if _, err := k.Install([]uint32{1}, func() error { applied = true; return nil }); err != nil || !applied {
@@ -418,7 +418,7 @@ func TestKeeperWithdrawn(t *testing.T) {
 	kern.err = errors.New("netlink: no buffer space")
 	now = now.Add(10 * time.Millisecond)
 	k.Want([]uint32{1, 2})
-	r = k.Round()
+	r, _ = k.Round(0)
 	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{2}})
 	// Bucket 2 is valid for longer than the lease in force: no cut needed.
 	if _, err := k.Install([]uint32{1, 2}, func() error { return nil }); err != nil {
@@ -438,7 +438,7 @@ func TestKeeperWakesForLapsedBucket(t *testing.T) {
 	}
 	now = now.Add(p.Hold())
 	k.Want([]uint32{1})
-	r := k.Round()
+	r, _ := k.Round(0)
 	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{1}})
 	<-k.Changes()
 	// Its validity nears its end: the controller takes it out of the
@@ -447,7 +447,7 @@ func TestKeeperWakesForLapsedBucket(t *testing.T) {
 	if _, err := k.Install(nil, func() error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	r = k.Round()
+	r, _ = k.Round(0)
 	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{1}})
 	select {
 	case <-k.Changes():

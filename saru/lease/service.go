@@ -1,7 +1,10 @@
 package lease
 
 import (
+	"cmp"
 	"context"
+	"hash/fnv"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -21,17 +24,32 @@ type Transport interface {
 // Lease/4, grants for the others' requests, and the kernel lease renewed
 // after each round and whenever grants arrive. It is what the daemon wires
 // between memberlist, the controller and the filter.
+//
+// Whom a round asks is a matter of speed and cost only, never of safety:
+// validity needs Quorum distinct grantors whoever they are. A round asks
+// Quorum-1+SpareGrantors other directors, the same ones round after round
+// (a rendezvous order of the names), while the last round kept every
+// wanted bucket valid; it asks every director it sees when it did not
+// (a grantor died, a bucket is refused, grants are late) and when buckets
+// were newly wanted (a takeover waits for the fastest quorum). So a fleet
+// of n directors exchanges O(n·Quorum) messages a round instead of O(n²)
+// when all is well.
 type Service struct {
 	k     *Keeper
 	tr    Transport
 	log   *zap.Logger
 	in    chan []byte
-	now   chan struct{} // a round is due before the ticker's
+	now   chan struct{} // a round is due before the ticker's, asking all
 	every time.Duration
 	// OnLapse, if set, is told of every lapse of the kernel lease. It is
 	// called from the loop that renews the lease: it must not block.
 	OnLapse func(Lapse)
 }
+
+// SpareGrantors is how many more directors than a quorum needs a round
+// asks while all is well, so that one lost or late grant does not make the
+// next round ask everyone.
+const SpareGrantors = 2
 
 // NewService returns a service for k over tr.
 func NewService(k *Keeper, tr Transport, log *zap.Logger) *Service {
@@ -97,15 +115,15 @@ func (s *Service) Install(accepting []uint32, apply func() error) error {
 func (s *Service) Run(ctx context.Context) {
 	t := time.NewTicker(s.every)
 	defer t.Stop()
-	s.round()
+	s.round(true)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.round()
+			s.round(false)
 		case <-s.now:
-			s.round()
+			s.round(true)
 		case msg := <-s.in:
 			renew := s.handle(msg)
 			// Drain what else has come, then renew once.
@@ -124,22 +142,54 @@ func (s *Service) Run(ctx context.Context) {
 	}
 }
 
-func (s *Service) round() {
-	r := s.k.Round()
+// round asks for grants: everyone when all is set or the last round left
+// a wanted bucket short, else the preferred grantors.
+func (s *Service) round(all bool) {
+	// A good round at t0 makes every wanted bucket valid until t0+Lease,
+	// 4 rounds on. Wanting 2.5 rounds of validity at the next round and
+	// not one later asks everyone after one short round, with two rounds
+	// left for the answers before anything lapses.
+	r, fresh := s.k.Round(s.every * 5 / 2)
 	msgs, err := EncodeRequest(r)
 	if err != nil {
 		s.log.Error("encode a lease request", zap.Error(err))
 		return
 	}
-	s.broadcast(msgs)
+	peers := s.tr.Peers()
+	if !all && fresh {
+		peers = preferred(r.From.Name, peers, s.k.Params().Quorum-1+SpareGrantors)
+	}
+	s.send(peers, msgs)
 	s.renew()
 }
 
-func (s *Service) broadcast(msgs [][]byte) {
+// preferred returns the first n of peers in the rendezvous order of self:
+// each director prefers its own grantors, and the fleet's requests spread
+// evenly over the grantors.
+func preferred(self string, peers []string, n int) []string {
+	if len(peers) <= n {
+		return peers
+	}
+	score := func(p string) uint64 {
+		h := fnv.New64a()
+		h.Write([]byte(self))
+		h.Write([]byte{0})
+		h.Write([]byte(p))
+		return h.Sum64()
+	}
+	ps := slices.Clone(peers)
+	slices.SortFunc(ps, func(a, b string) int { return cmp.Compare(score(a), score(b)) })
+	return ps[:n]
+}
+
+// broadcast sends msgs to every director this one sees.
+func (s *Service) broadcast(msgs [][]byte) { s.send(s.tr.Peers(), msgs) }
+
+func (s *Service) send(peers []string, msgs [][]byte) {
 	if len(msgs) == 0 {
 		return
 	}
-	for _, p := range s.tr.Peers() {
+	for _, p := range peers {
 		for _, m := range msgs {
 			if err := s.tr.Send(p, m); err != nil {
 				s.log.Debug("send a lease message", zap.String("to", p), zap.Error(err))

@@ -218,7 +218,7 @@ func simulate(t *testing.T, seed uint64, c simConfig) simResult {
 			d.next = now + tick
 			want := wanted(i)
 			d.keeper.Want(want)
-			r := d.keeper.Round()
+			r, _ := d.keeper.Round(0)
 			b, _ := EncodeRequest(r)
 			for j := range ds {
 				if j != i {
