@@ -455,3 +455,49 @@ func TestKeeperWakesForLapsedBucket(t *testing.T) {
 		t.Fatal("no change signalled when a lapsed bucket was granted again")
 	}
 }
+
+// TestKeeperRenewWritesOnlyChanges: grants that do not move the quorum's
+// validity (the later grantors of a round) cost no kernel write; a new
+// round's quorum does.
+func TestKeeperRenewWritesOnlyChanges(t *testing.T) {
+	p := testParams() // quorum 2
+	now := epoch
+	kern := &fakeKernel{}
+	k, err := NewKeeper(hx, p, 8, kern, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(p.Hold())
+	k.Want([]uint32{1})
+	r, _ := k.Round(0)
+	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{1}})
+	if _, err := k.Install([]uint32{1}, func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Renew(); err != nil {
+		t.Fatal(err)
+	}
+	writes := len(kern.deadlines)
+	for _, g := range []string{"z", "w"} {
+		now = now.Add(time.Millisecond)
+		k.OnGrant(Grant{Grantor: g, To: hx, Seq: r.Seq, Buckets: []uint32{1}})
+		if _, err := k.Renew(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(kern.deadlines) - writes; got != 0 {
+		t.Fatalf("%d kernel writes for grants that moved nothing (deadlines %v)", got, kern.deadlines)
+	}
+	now = now.Add(p.Lease / 4)
+	r, _ = k.Round(0)
+	k.OnGrant(Grant{Grantor: "y", To: hx, Seq: r.Seq, Buckets: []uint32{1}})
+	if _, err := k.Renew(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(kern.deadlines) - writes; got != 1 {
+		t.Fatalf("%d kernel writes after a new round's quorum, want 1", got)
+	}
+	if d := kern.deadlines[len(kern.deadlines)-1]; !d.Equal(now.Add(p.Lease)) {
+		t.Errorf("renewed to %v, want the new round's time plus the lease", d)
+	}
+}
