@@ -24,8 +24,9 @@ import (
 // TestSaruTakeoverBench is the failover benchmark of `make bench` (it runs
 // only with PEERLVS_BENCH_TAKEOVER=1): real `saru run` fleets in network
 // namespaces with real nftables and the default timings (failure_detection
-// 1s, liveness lease 400ms), quorum a majority, each saru with
-// GOMAXPROCS=1.
+// 1s, liveness lease 400ms, handover_step 0; handover_hold 500ms, which
+// only speeds the returns between kills), quorum a majority, each saru
+// with GOMAXPROCS=1.
 //
 //   - Takeover: for each fleet size (PEERLVS_BENCH_SIZES, default 3,8,32)
 //     it kills a random director with SIGKILL PEERLVS_BENCH_KILLS times
@@ -40,6 +41,7 @@ import (
 //     director declared dead, and every lease lapse a director that stopped
 //     accepting though nothing failed.
 //
+// PEERLVS_BENCH_LOGS=1 keeps every saru's log (always kept on failure).
 // PEERLVS_BENCH_CSV names a file to which it writes one line per takeover
 // (size, milliseconds) for deploy/bench/plot-takeover.
 func TestSaruTakeoverBench(t *testing.T) {
@@ -107,7 +109,17 @@ func benchFleet(t *testing.T, bin string, n int) *chaosRun {
 	dir := t.TempDir()
 	keyFile := writeGossipKey(t, dir)
 	for i := range n {
-		c.cfgs = append(c.cfgs, writeChaosConfig(t, dir, i, n, n/2+1, keyFile))
+		p := writeChaosConfig(t, dir, i, n, n/2+1, keyFile)
+		// The default handover_step (0): a taker does not wait. The short
+		// handover_hold only speeds the returns between kills.
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(strings.Replace(string(b), "handover_step: 200ms\n", "", 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.cfgs = append(c.cfgs, p)
 	}
 	c.ds = make([]*e2eDaemon, n)
 	c.runs = make([][]*e2eDaemon, n)
@@ -117,7 +129,7 @@ func benchFleet(t *testing.T, bin string, n int) *chaosRun {
 				d.kill(t)
 			}
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("PEERLVS_BENCH_LOGS") == "1" {
 			c.saveLogs()
 		}
 	})
@@ -207,7 +219,8 @@ func takeoverRun(t *testing.T, bin string, n, kills int, seed uint64) []time.Dur
 			}
 		}
 		times = append(times, took)
-		t.Logf("kill %d: %s (%d buckets) taken over in %v", k+1, victim.name, len(want), took.Round(time.Millisecond))
+		t.Logf("kill %d: %s (%d buckets %v) at %.3f taken over in %v", k+1, victim.name, len(want), own.Owned,
+			float64(t0.UnixNano())/1e9, took.Round(time.Millisecond))
 		if err := c.startDaemon(v); err != nil {
 			t.Fatal(err)
 		}

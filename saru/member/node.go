@@ -150,7 +150,9 @@ type Node struct {
 	handler  atomic.Pointer[func([]byte)]
 	stopOnce sync.Once
 	stop     chan struct{}
-	done     chan struct{}
+	// progressKick asks broadcastProgress for a broadcast (coalesced).
+	progressKick chan struct{}
+	done         chan struct{}
 }
 
 // New creates the memberlist (binding its sockets) with this node in state
@@ -169,7 +171,7 @@ func New(cfg Config) (*Node, error) {
 		cfg: cfg, log: cfg.Logger.With(zap.String("component", "member")),
 		changes: make(chan struct{}, 1), fp: cfg.Settings.Fingerprint(),
 		state: StateJoining, warned: map[string]uint64{}, view: map[string]seen{}, run: rand.Uint64(),
-		stop: make(chan struct{}), done: make(chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{}), progressKick: make(chan struct{}, 1),
 	}
 	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, ^uint64(0), Progress{^uint64(0), ^uint64(0)}, cfg.Settings, memberlist.MetaMaxSize); err != nil {
 		return nil, err
@@ -222,6 +224,7 @@ func (n *Node) Start(ctx context.Context) {
 	// Joining happens in the background: a seed that is down costs a TCP
 	// timeout, and a director booting while its peers are down must still
 	// install its rules and serve its status at once.
+	go n.broadcastProgress(ctx)
 	go func() {
 		defer close(n.done)
 		n.Rejoin()
@@ -318,7 +321,11 @@ func (n *Node) gossip(what string, fields ...zap.Field) {
 }
 
 // SetProgress records how far this node has followed the allocation and
-// gossips it, like SetState.
+// gossips it in the background. Unlike SetState it does not wait for the
+// broadcast: the controller calls it on every step, and a broadcast can
+// take up to its second in a large or busy fleet, during which the
+// controller would not install the buckets its grants have just allowed
+// (that was most of a takeover's time at 32 directors).
 func (n *Node) SetProgress(p Progress) error {
 	n.mu.Lock()
 	changed := n.progress != p
@@ -327,9 +334,34 @@ func (n *Node) SetProgress(p Progress) error {
 	if !changed {
 		return nil
 	}
-	n.gossip("gossip handover progress", zap.String("applied", fmt.Sprintf("%016x", p.Applied)),
-		zap.String("settled", fmt.Sprintf("%016x", p.Settled)))
+	select {
+	case n.progressKick <- struct{}{}:
+	default: // a broadcast is pending; it will carry the latest progress
+	}
+	n.notify()
 	return nil
+}
+
+// broadcastProgress gossips the metadata whenever SetProgress changed it,
+// coalescing changes made while a broadcast was under way (the metadata is
+// read when it is sent, so the latest progress goes out).
+func (n *Node) broadcastProgress(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.stop:
+			return
+		case <-n.progressKick:
+			if err := n.ml.UpdateNode(time.Second); err != nil {
+				n.mu.Lock()
+				p := n.progress
+				n.mu.Unlock()
+				n.log.Warn("gossip handover progress", zap.String("applied", fmt.Sprintf("%016x", p.Applied)),
+					zap.String("settled", fmt.Sprintf("%016x", p.Settled)), zap.Error(err))
+			}
+		}
+	}
 }
 
 // Members returns the alive (and suspected) directors, sorted by name,
