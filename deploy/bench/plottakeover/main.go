@@ -110,13 +110,16 @@ func svg(m map[int][]float64) string {
 			jitter := (float64(j%9) - 4) * 3
 			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="#36c" fill-opacity="0.5"/>`+"\n", x(i)+jitter, y(ms))
 		}
+		// p50's label below its bar and p99's above, so close ones do
+		// not overlap.
 		for _, q := range []struct {
 			p     float64
 			color string
-		}{{0.5, "#000"}, {0.99, "#666"}} {
+			dy    float64
+		}{{0.5, "#000", 14}, {0.99, "#666", -4}} {
 			v := quantile(s, q.p)
 			fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/><text x="%.1f" y="%.1f">p%.0f %.0f</text>`+"\n",
-				x(i)-25, x(i)+25, y(v), y(v), q.color, x(i)+28, y(v)+4, q.p*100, v)
+				x(i)-25, x(i)+25, y(v), y(v), q.color, x(i)+28, y(v)+q.dy, q.p*100, v)
 		}
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%d directors (%d kills)</text>`+"\n", x(i), h-bottom+20, n, len(s))
 	}
