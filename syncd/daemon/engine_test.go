@@ -177,15 +177,8 @@ func TestTappedEntryReachesPeerKernel(t *testing.T) {
 func TestRestartedNodeGetsBulkAndBecomesReady(t *testing.T) {
 	hub := NewMemHub()
 	keys := testKeyring(t, 1)
-	a := startNode(t, hub, testConfig(1, ModeMulticast), keys, nil)
-	waitFor(t, "a ready", a.e.ready.Load)
 	const n = 300
-	var cs []wire.Conn
-	for i := range n {
-		cs = append(cs, testConn(i))
-	}
-	kernelSends(t, a, cs...)
-	waitFor(t, "a table", func() bool { return a.tbl.Len() == n })
+	startNodeWith(t, hub, keys, n)
 
 	b := startNode(t, hub, testConfig(2, ModeMulticast), keys, nil)
 	waitFor(t, "b ready after bulk", b.e.ready.Load)
@@ -208,6 +201,20 @@ func TestRestartedNodeGetsBulkAndBecomesReady(t *testing.T) {
 	if !s.Ready || s.BulkSeconds <= 0 {
 		t.Errorf("status after resync: ready %v bulk %v", s.Ready, s.BulkSeconds)
 	}
+}
+
+// startNodeWith starts node 1, ready, whose kernel reported n connections.
+func startNodeWith(t *testing.T, hub *MemHub, keys *peer.Keyring, n int) *testNode {
+	t.Helper()
+	a := startNode(t, hub, testConfig(1, ModeMulticast), keys, nil)
+	waitFor(t, "node 1 ready", a.e.ready.Load)
+	var cs []wire.Conn
+	for i := range n {
+		cs = append(cs, testConn(i))
+	}
+	kernelSends(t, a, cs...)
+	waitFor(t, "node 1's table", func() bool { return a.tbl.Len() == n })
+	return a
 }
 
 func TestBadFramesCounted(t *testing.T) {

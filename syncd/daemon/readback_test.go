@@ -157,15 +157,8 @@ func (k *lossyKernel) len() int {
 func TestReadyOnlyOnceKernelHoldsTable(t *testing.T) {
 	hub := NewMemHub()
 	keys := testKeyring(t, 1)
-	a := startNode(t, hub, testConfig(1, ModeMulticast), keys, nil)
-	waitFor(t, "a ready", a.e.ready.Load)
 	const n = 300
-	var cs []wire.Conn
-	for i := range n {
-		cs = append(cs, testConn(i))
-	}
-	kernelSends(t, a, cs...)
-	waitFor(t, "a table", func() bool { return a.tbl.Len() == n })
+	startNodeWith(t, hub, keys, n)
 
 	k := &lossyKernel{have: map[procKey]procconn.Entry{}}
 	b := startNode(t, hub, testConfig(2, ModeMulticast), keys, k.conns)
