@@ -12,8 +12,10 @@
 // # The rule
 //
 // Every director runs a Grantor and a Ledger. The Ledger sends a Request
-// (its buckets, a sequence number) to every director it can reach,
-// itself included, every Params.Lease/4 or so, and remembers when it sent
+// (its buckets, a sequence number) to directors it can reach (the Service
+// picks which: enough for a quorum and two more while all is well, all of
+// them otherwise; see Service), itself included, every Params.Lease/4 or
+// so, and remembers when it sent
 // each one (t0, its own monotonic clock). A Grantor that receives it at r
 // (its own clock) grants each bucket that is free, already held by the
 // same holder (same director and same saru run), or whose previous grant
