@@ -14,7 +14,7 @@ import (
 	"github.com/peerlvs/peerlvs/saru/allocate"
 	"github.com/peerlvs/peerlvs/saru/controller"
 	"github.com/peerlvs/peerlvs/saru/member"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // fileConfig is saru.yaml as written; see deploy/saru/saru.yaml.
