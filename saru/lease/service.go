@@ -142,7 +142,7 @@ func (s *Service) Run(ctx context.Context) {
 	}
 }
 
-// round asks for grants: everyone when all is set or the last round left
+// round asks for grants: everyone when all is true or the last round left
 // a wanted bucket short, else the preferred grantors.
 func (s *Service) round(all bool) {
 	// A good round at t0 makes every wanted bucket valid until t0+Lease,
