@@ -20,7 +20,9 @@
 //
 //   - ipvs/wire: the sync wire format (v0 and v1) the kernel threads exchange;
 //   - ipvs/procconn: the /proc/net/ip_vs_conn snapshot parser;
-//   - ipvs/synclink: the host-local link between syncd and the kernel threads.
+//   - ipvs/synclink: the host-local link between syncd and the kernel threads;
+//   - ipvs/reconcile: the changes that bring the kernel's services and real
+//     servers to a declared set (pure; saru applies them through a Handle).
 //
 // This package is a library for daemons, not a daemon: it starts no
 // goroutines that outlive a call, holds no global state, and logs nothing.
