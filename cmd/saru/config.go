@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/peerlvs/peerlvs/saru/allocate"
 	"github.com/peerlvs/peerlvs/saru/controller"
 	"github.com/peerlvs/peerlvs/saru/member"
+	"github.com/peerlvs/peerlvs/saru/services"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -42,6 +44,9 @@ type fileConfig struct {
 	HandoverHold      string   `yaml:"handover_hold"`
 	SettleTime        string   `yaml:"settle_time"`
 	StatusListen      string   `yaml:"status_listen"`
+	CheckVerdicts     string   `yaml:"check_verdicts"`
+
+	Services []services.FileService `yaml:"services"`
 }
 
 // config is fileConfig checked and converted.
@@ -69,6 +74,9 @@ type config struct {
 	HandoverHold      time.Duration
 	SettleTime        time.Duration
 	StatusListen      string
+	// LocalVerdicts applies this director's own check verdicts only.
+	LocalVerdicts bool
+	Services      []services.Service
 }
 
 const (
@@ -77,7 +85,8 @@ const (
 )
 
 func (c config) settings() member.Settings {
-	return member.Settings{Allocator: allocate.Version, Buckets: c.Buckets, Seed: c.Seed, Sense: c.Sense.String(), VIPs: c.VIPs}
+	return member.Settings{Allocator: allocate.Version, Buckets: c.Buckets, Seed: c.Seed, Sense: c.Sense.String(), VIPs: c.VIPs,
+		Services: services.Fingerprint(c.Services)}
 }
 
 func (c config) filterConfig() filter.Config {
@@ -229,6 +238,23 @@ func parseConfig(data []byte) (config, error) {
 		bad("status_listen", "%q must be ip:port, e.g. %s", c.StatusListen, defaultStatusListen)
 	} else if !ap.Addr().IsLoopback() {
 		bad("status_listen", "%s is not a loopback address; the endpoint can drain the director without authentication, so use 127.0.0.1 or [::1]", c.StatusListen)
+	}
+	switch f.CheckVerdicts {
+	case "", "fleet":
+	case "local":
+		c.LocalVerdicts = true
+	default:
+		bad("check_verdicts", "%q unknown; use fleet (the ready directors decide together, the default) or local (this director's own checks only, as keepalived does)", f.CheckVerdicts)
+	}
+	svcs, err := services.Parse(f.Services)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Services = svcs
+	for i, s := range svcs {
+		if s.Virtual.FWMark == 0 && !slices.Contains(c.VIPs, s.Virtual.Address) {
+			bad(fmt.Sprintf("services[%d].address", i), "%s is not among vips: every director would accept its flows, unsplit; add it to vips", s.Virtual.Address)
+		}
 	}
 	if len(errs) == 0 {
 		// Let filter apply its own rules too, so `saru run` fails here and

@@ -19,6 +19,7 @@ import (
 	"github.com/peerlvs/peerlvs/saru/lease"
 	"github.com/peerlvs/peerlvs/saru/member"
 	"github.com/peerlvs/peerlvs/saru/syncready"
+	"github.com/peerlvs/peerlvs/saru/verdict"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -70,8 +71,22 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	} else {
 		log.Warn("liveness_lease is off: no grants, so two directors whose views of the fleet differ may accept the same bucket")
 	}
+	svc, err := newServices(cfg, node, reg, log)
+	if err != nil {
+		_ = node.Shutdown()
+		return err
+	}
+	node.SetMessageHandler(func(b []byte) {
+		if verdict.Is(b) {
+			if err := svc.gossip.Deliver(b); err != nil {
+				log.Debug("drop a verdict message", zap.Error(err))
+			}
+		} else if grants != nil {
+			grants.Deliver(b)
+		}
+	})
 	ctl, err := controller.New(controller.Config{Membership: node, Applier: flt, Grants: gate,
-		Readiness: readiness(cfg),
+		Readiness: servicesReadiness{readiness(cfg), svc.mgr},
 		Buckets:   cfg.Buckets, Seed: uint64(cfg.Seed), HandoverStep: cfg.HandoverStep, HandoverHold: cfg.HandoverHold,
 		Quorum: cfg.Quorum, AloneAfter: cfg.ReadinessGrace,
 		Logger: log, Registry: reg})
@@ -91,7 +106,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		_ = node.Shutdown()
 		return fmt.Errorf("status_listen %s: %w", cfg.StatusListen, err)
 	}
-	srv := &http.Server{Handler: statusHandler(ctl, func(ctx context.Context) (*controller.FilterView, error) { return filterView(ctx, flt) }, cfg, reg, log), ReadHeaderTimeout: 5 * time.Second}
+	mux := statusHandler(ctl, func(ctx context.Context) (*controller.FilterView, error) { return filterView(ctx, flt) }, cfg, reg, log)
+	servicesHandler(mux, svc.mgr)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("status endpoint", zap.Error(err))
@@ -108,6 +125,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if grants != nil {
 		go grants.Run(ctx)
 	}
+	go svc.monitor.Run(ctx)
+	go svc.gossip.Run(ctx)
+	go svc.mgr.Run(ctx)
 	log.Info("saru running", zap.String("version", version), zap.String("gossip", node.LocalAddr()),
 		zap.String("status", cfg.StatusListen), zap.Duration("readiness_grace", cfg.ReadinessGrace))
 	_, _ = sdnotify.Notify(sdnotify.Ready) // gossip, controller and status endpoint are up (not: owning buckets)
@@ -119,6 +139,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 			} else {
 				log.Info("gossip keys reloaded")
 			}
+			cfg = reload(*cfgPath, cfg, svc.mgr, node, log)
 			continue
 		case <-ctx.Done():
 		}
@@ -198,7 +219,6 @@ func newGrants(cfg config, node *member.Node, flt *filter.Filter, reg *prometheu
 		return nil, err
 	}
 	svc := lease.NewService(k, node, log)
-	node.SetMessageHandler(func(b []byte) { svc.Deliver(b) })
 	lapses := prometheus.NewCounter(prometheus.CounterOpts{Name: "saru_filter_lease_lapses_total",
 		Help: "Times the liveness lease ran out before saru renewed it: the director accepted no new flow meanwhile."})
 	reg.MustRegister(lapses)
@@ -225,7 +245,7 @@ func newGrants(cfg config, node *member.Node, flt *filter.Filter, reg *prometheu
 // rulesView reads this director's side of the map from the kernel.
 type rulesView func(context.Context) (*controller.FilterView, error)
 
-func statusHandler(ctl *controller.Controller, rules rulesView, cfg config, reg *prometheus.Registry, log *zap.Logger) http.Handler {
+func statusHandler(ctl *controller.Controller, rules rulesView, cfg config, reg *prometheus.Registry, log *zap.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		_ = writeJSON(w, ctl.Status())

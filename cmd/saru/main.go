@@ -25,6 +25,7 @@ import (
 	"github.com/peerlvs/peerlvs/filter"
 	"github.com/peerlvs/peerlvs/saru/controller"
 	"github.com/peerlvs/peerlvs/saru/member"
+	"github.com/peerlvs/peerlvs/saru/services"
 )
 
 const usage = `usage:
@@ -33,6 +34,7 @@ const usage = `usage:
   saru map --config FILE --members name[:weight],... [--json] [--flow ADDR:PORT]
   saru status [--status HOST:PORT]
   saru drain [--status HOST:PORT] [--timeout 60s]
+  saru services diff [--config FILE] [--status HOST:PORT]
 `
 
 func main() {
@@ -54,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdStatus(ctx, args[1:], stdout, stderr)
 	case "drain":
 		err = cmdDrain(ctx, args[1:], stdout, stderr)
+	case "services":
+		err = cmdServices(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -275,6 +279,14 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		fmt.Fprintf(stdout, "  %-16s %-22s weight %-3d %-8s%s\n", m.Name, m.Addr, m.Weight, m.State, note)
 	}
+	// The services are a part of their own: an older saru has none, and
+	// their absence must not hide the rest.
+	var svc services.Status
+	if err := getJSON(ctx, addr, "/services", &svc); err != nil {
+		fmt.Fprintf(stdout, "services: unavailable: %v\n", err)
+		return nil
+	}
+	printServices(stdout, svc)
 	return nil
 }
 

@@ -77,6 +77,22 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 	if d := strings.Join(Diff(settings, m), "; "); !strings.Contains(d, "different VIP list") {
 		t.Fatalf("diff = %q", d)
 	}
+
+	// Declared services are a fleet setting; none declared keeps the
+	// fingerprint of a saru that predates them.
+	withSvc := settings
+	withSvc.Services = 0x1234
+	if withSvc.Fingerprint() == settings.Fingerprint() {
+		t.Fatal("services do not change the fingerprint")
+	}
+	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, withSvc, memberlist.MetaMaxSize)
+	m, _ = Decode(buf)
+	if m.Settings.Services != 0x1234 || m.Fingerprint != withSvc.Fingerprint() {
+		t.Fatalf("services round trip: %+v", m)
+	}
+	if d := strings.Join(Diff(settings, m), "; "); !strings.Contains(d, "a different services section (fingerprint 0000000000001234, we have 0000000000000000") {
+		t.Fatalf("diff = %q", d)
+	}
 }
 
 func TestParseKeys(t *testing.T) {

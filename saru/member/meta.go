@@ -37,6 +37,10 @@ type Settings struct {
 	Seed      uint32
 	Sense     string
 	VIPs      []netip.Addr
+	// Services is the fingerprint of the declared IPVS services (0: none
+	// declared). Directors whose services differ would apply different
+	// weight tables to the same flows.
+	Services uint64
 }
 
 func (s Settings) vipList() []string {
@@ -73,6 +77,13 @@ func (s Settings) Fingerprint() uint64 {
 	binary.BigEndian.PutUint32(b[16:], s.Allocator)
 	h.Write(b[:])
 	h.Write([]byte(strings.ToLower(s.Sense)))
+	// Only when set, so that fleets without services keep the
+	// fingerprints of earlier releases (a rolling upgrade stays whole).
+	if s.Services != 0 {
+		binary.BigEndian.PutUint64(b[:8], s.Services)
+		h.Write([]byte("services"))
+		h.Write(b[:8])
+	}
 	return h.Sum64()
 }
 
@@ -124,6 +135,7 @@ type wire struct {
 	Ap   string   `json:"ap,omitempty"`
 	Se   string   `json:"se,omitempty"`
 	Rn   string   `json:"rn,omitempty"`
+	Sv   string   `json:"sv,omitempty"`
 	VIPs []string `json:"vips,omitempty"`
 }
 
@@ -138,6 +150,9 @@ func Encode(version string, weight uint32, st State, run uint64, pr Progress, s 
 		FP: fmt.Sprintf("%016x", s.Fingerprint()),
 		Al: s.Allocator, B: s.Buckets, Sd: s.Seed, Sn: strings.ToLower(s.Sense),
 		VH: fmt.Sprintf("%016x", vipHash(vips)), VIPs: vips,
+	}
+	if s.Services != 0 {
+		w.Sv = fmt.Sprintf("%016x", s.Services)
 	}
 	buf, err := json.Marshal(w)
 	if err != nil {
@@ -176,7 +191,7 @@ func Decode(buf []byte) (Meta, error) {
 		name string
 		in   string
 		out  *uint64
-	}{{"applied", w.Ap, &m.Applied}, {"settled", w.Se, &m.Settled}, {"run", w.Rn, &m.Run}} {
+	}{{"applied", w.Ap, &m.Applied}, {"settled", w.Se, &m.Settled}, {"run", w.Rn, &m.Run}, {"services", w.Sv, &m.Settings.Services}} {
 		if f.in == "" {
 			continue
 		}
@@ -225,6 +240,10 @@ func Diff(ours Settings, theirs Meta) []string {
 		} else {
 			d = append(d, fmt.Sprintf("a different VIP list (hash %016x), we have %s", theirs.VIPHash, strings.Join(ov, ",")))
 		}
+	}
+	if theirs.Settings.Services != ours.Services {
+		d = append(d, fmt.Sprintf("a different services section (fingerprint %016x, we have %016x; the log names the service)",
+			theirs.Settings.Services, ours.Services))
 	}
 	if len(d) == 0 {
 		d = append(d, "an unknown setting (fingerprint differs; different saru version?)")

@@ -134,7 +134,6 @@ type Node struct {
 	ml       *memberlist.Memberlist
 	keyring  *memberlist.Keyring
 	changes  chan struct{}
-	fp       uint64
 	addr     string
 	mu       sync.Mutex
 	progress Progress
@@ -169,8 +168,8 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, log: cfg.Logger.With(zap.String("component", "member")),
-		changes: make(chan struct{}, 1), fp: cfg.Settings.Fingerprint(),
-		state: StateJoining, warned: map[string]uint64{}, view: map[string]seen{}, run: rand.Uint64(),
+		changes: make(chan struct{}, 1),
+		state:   StateJoining, warned: map[string]uint64{}, view: map[string]seen{}, run: rand.Uint64(),
 		stop: make(chan struct{}), done: make(chan struct{}), progressKick: make(chan struct{}, 1),
 	}
 	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, ^uint64(0), Progress{^uint64(0), ^uint64(0)}, cfg.Settings, memberlist.MetaMaxSize); err != nil {
@@ -318,6 +317,20 @@ func (n *Node) gossip(what string, fields ...zap.Field) {
 		n.log.Warn(what, append(fields, zap.Error(err))...)
 	}
 	n.notify()
+}
+
+// SetServices changes the fingerprint of the declared services in this
+// node's settings (after a reload) and gossips it: directors whose
+// services differ exclude each other from the allocation until they agree
+// again.
+func (n *Node) SetServices(fp uint64) {
+	n.mu.Lock()
+	changed := n.cfg.Settings.Services != fp
+	n.cfg.Settings.Services = fp
+	n.mu.Unlock()
+	if changed {
+		n.gossip("gossip the services fingerprint", zap.String("services", fmt.Sprintf("%016x", fp)))
+	}
 }
 
 // SetProgress records how far this node has followed the allocation and
@@ -587,9 +600,9 @@ type delegate Node
 func (d *delegate) NodeMeta(limit int) []byte {
 	n := (*Node)(d)
 	n.mu.Lock()
-	st, pr := n.state, n.progress
+	st, pr, set := n.state, n.progress, n.cfg.Settings
 	n.mu.Unlock()
-	buf, err := Encode(n.cfg.Version, n.cfg.Weight, st, n.run, pr, n.cfg.Settings, limit)
+	buf, err := Encode(n.cfg.Version, n.cfg.Weight, st, n.run, pr, set, limit)
 	if err != nil {
 		// New checked that the largest metadata fits.
 		n.log.Error("encode metadata", zap.Error(err))
@@ -619,8 +632,8 @@ func (e *events) check(nd *memberlist.Node) {
 		n.log.Warn("unreadable member metadata; member excluded", zap.String("member", nd.Name), zap.Error(err))
 		return
 	}
-	d := Diff(n.cfg.Settings, meta)
 	n.mu.Lock()
+	d := Diff(n.cfg.Settings, meta)
 	seen, ok := n.warned[nd.Name]
 	if len(d) == 0 {
 		delete(n.warned, nd.Name)
