@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"reflect"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/peerlvs/peerlvs/ipvs"
 	"github.com/peerlvs/peerlvs/ipvs/reconcile"
 	"github.com/peerlvs/peerlvs/saru/health"
 	"github.com/peerlvs/peerlvs/saru/verdict"
@@ -271,10 +273,11 @@ func (m *Manager) warnDeclDiffs() {
 	}
 }
 
-// reconcile brings the kernel to t.Want.
+// reconcile brings the kernel to t.Want, with the drain rule of keep.
 func (m *Manager) reconcile(t Table) {
 	m.mu.Lock()
 	managed := maps.Clone(m.managed)
+	failed := removedOnFailure(t)
 	m.mu.Unlock()
 	if len(t.Want) == 0 && len(managed) == 0 {
 		// Nothing declared, ever: leave the kernel (which may not even
@@ -284,22 +287,7 @@ func (m *Manager) reconcile(t Table) {
 		m.mu.Unlock()
 		return
 	}
-	changes, err := Plan(m.cfg.Kernel, t.Want, managed)
-	if err == nil && len(changes) > 0 {
-		var n int
-		n, err = reconcile.Apply(m.cfg.Kernel, changes)
-		for _, c := range changes[:n] {
-			m.m.kernelOps.WithLabelValues(c.Op.String()).Inc()
-			m.log.Info("ipvs", zap.String("change", c.String()))
-		}
-		// Applied means read back: the kernel must now hold the table.
-		if err == nil {
-			var left []reconcile.Change
-			if left, err = Plan(m.cfg.Kernel, t.Want, managed); err == nil && len(left) > 0 {
-				err = fmt.Errorf("services: the kernel does not hold what was written: %s (and %d more)", left[0], len(left)-1)
-			}
-		}
-	}
+	err := m.apply(t.Want, managed, failed)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
@@ -314,6 +302,87 @@ func (m *Manager) reconcile(t Table) {
 	m.lastErr = ""
 	m.applied = t.Want
 	m.lastDone = time.Now()
+}
+
+// apply plans from a fresh read of the kernel and carries the plan out,
+// then reads the kernel back: applied means the kernel holds it.
+func (m *Manager) apply(want []reconcile.Virtual, managed Managed, failed map[string]bool) error {
+	have, err := reconcile.Read(m.cfg.Kernel)
+	if err != nil {
+		return err
+	}
+	want = keepDraining(want, have, failed)
+	changes, err := reconcile.Plan(want, have, managed.Has)
+	if err != nil {
+		return fmt.Errorf("services: %w", err)
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	n, err := reconcile.Apply(m.cfg.Kernel, changes)
+	for _, c := range changes[:n] {
+		m.m.kernelOps.WithLabelValues(c.Op.String()).Inc()
+		m.log.Info("ipvs", zap.String("change", c.String()))
+	}
+	if err != nil {
+		return err
+	}
+	if have, err = reconcile.Read(m.cfg.Kernel); err != nil {
+		return err
+	}
+	left, err := reconcile.Plan(want, have, managed.Has)
+	if err != nil {
+		return fmt.Errorf("services: %w", err)
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("services: the kernel does not hold what was written: %s (and %d more)", left[0], len(left)-1)
+	}
+	return nil
+}
+
+// removedOnFailure names the real servers (by row ID) that are out of the
+// table because their check failed and they are declared on_failure:
+// remove. Those go at once, as declared; every other real server that
+// leaves the table drains first (keepDraining).
+func removedOnFailure(t Table) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range t.Rows {
+		if !r.Fallback && r.Weight < 0 {
+			out[r.ID()] = true
+		}
+	}
+	return out
+}
+
+// keepDraining keeps, at weight 0, every real server that the kernel holds
+// in a still declared service but want leaves out (dropped from the
+// declaration at a reload, or a fallback server no longer needed) as long
+// as the kernel counts connections to it: IPVS drops the packets of a
+// connection whose real server is deleted, while a real server at weight 0
+// keeps serving its connections and gets no new one. When its last
+// connection is gone the next reconcile removes it.
+func keepDraining(want, have []reconcile.Virtual, failed map[string]bool) []reconcile.Virtual {
+	kernel := map[reconcile.Key][]ipvs.Destination{}
+	for _, v := range have {
+		kernel[reconcile.KeyOf(v.Service)] = v.Dests
+	}
+	out := make([]reconcile.Virtual, 0, len(want))
+	for _, v := range want {
+		in := map[netip.AddrPort]bool{}
+		for _, d := range v.Dests {
+			in[netip.AddrPortFrom(d.Address.Unmap(), d.Port)] = true
+		}
+		for _, d := range kernel[reconcile.KeyOf(v.Service)] {
+			id := v.Service.String() + " -> " + d.String()
+			if in[netip.AddrPortFrom(d.Address.Unmap(), d.Port)] || failed[id] || d.ActiveConns+d.InactiveConns == 0 {
+				continue
+			}
+			d.Weight = 0
+			v.Dests = append(slices.Clone(v.Dests), d)
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // Reconciled reports whether the kernel has held the table since the

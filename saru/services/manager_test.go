@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -259,3 +260,40 @@ func TestManagerRepairsForeignChange(t *testing.T) {
 }
 
 func nopLog() *zap.Logger { return zap.NewNop() }
+
+// TestRemovedRealDrains: a real server dropped at a reload, or a fallback
+// no longer needed, stays at weight 0 while the kernel counts connections
+// to it (deleting it would drop their packets), and goes after.
+func TestRemovedRealDrains(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	decl, err := Parse(decode(t, fleetDecl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ds := startFleet(t, ctx, []string{"d1"}, decl)
+	d := ds[0]
+	d.mgr.cfg.Verify = 50 * time.Millisecond
+	svc := "tcp 192.0.2.10:80 -> "
+	eventually(t, ds, map[string]int{"hand-made": 1, svc + "10.1.0.1:80": 1, svc + "10.1.0.2:80": 1, svc + "10.1.0.3:80": 1})
+	// Two connections are bound to 10.1.0.2.
+	busy := decl[0].Reals[1].Dest
+	busy.ActiveConns = 2
+	if err := d.kernel.UpdateDestination(decl[0].Virtual, busy); err != nil {
+		t.Fatal(err)
+	}
+	decl2, err := Parse(decode(t, strings.Replace(fleetDecl, "      - {address: 10.1.0.2:80}\n", "", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.mgr.Declare(decl2)
+	draining := map[string]int{"hand-made": 1, svc + "10.1.0.1:80": 1, svc + "10.1.0.2:80": 0, svc + "10.1.0.3:80": 1}
+	eventually(t, ds, draining)
+	time.Sleep(200 * time.Millisecond)
+	eventually(t, ds, draining) // still there after several verifications
+	busy.ActiveConns, busy.Weight = 0, 0
+	if err := d.kernel.UpdateDestination(decl[0].Virtual, busy); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ds, map[string]int{"hand-made": 1, svc + "10.1.0.1:80": 1, svc + "10.1.0.3:80": 1})
+}

@@ -41,6 +41,23 @@ type topology struct {
 	// udp adds a UDP service on the same VIP and port, served by the same
 	// real servers.
 	udp bool
+	// servers is the number of real servers; 2 when 0.
+	servers int
+	// declared leaves the IPVS services to saru's services: section: the
+	// directors get no ipvsadm configuration, and every real server also
+	// answers GET /health on healthPort for saru's HTTP checks.
+	declared bool
+}
+
+// healthPort is the real servers' HTTP health endpoint (declared
+// topologies only).
+const healthPort = 8080
+
+func (tp topology) serverCount() int {
+	if tp.servers == 0 {
+		return 2
+	}
+	return tp.servers
 }
 
 func (tp topology) String() string {
@@ -82,6 +99,21 @@ type drFleet struct {
 	client    *lab.NS
 	directors []*director
 	servers   []*lab.NS
+	// echo are the real servers' echo-server processes, by index.
+	echo []*lab.Proc
+}
+
+// startEcho starts real server i's (0-based) echo server.
+func (f *drFleet) startEcho(i int) {
+	rs := f.servers[i]
+	args := []string{"echo-server", "-listen", fmt.Sprintf("0.0.0.0:%d", vipPort), "-name", rs.Name}
+	if f.topo.udp {
+		args = append(args, "-udp")
+	}
+	if f.topo.declared {
+		args = append(args, "-health", fmt.Sprintf("0.0.0.0:%d", healthPort))
+	}
+	f.echo[i] = rs.Start("labtraffic", args...)
 }
 
 func newDRFleet(t *testing.T, g *lab.Guest, ndirectors int) *drFleet {
@@ -100,7 +132,7 @@ func newLVSFleet(t *testing.T, g *lab.Guest, ndirectors int, tp topology) *drFle
 	}
 	f.client = g.NS("client")
 	f.client.Plug("front", "eth0", "", clientAddr)
-	for i := 1; i <= 2; i++ {
+	for i := 1; i <= tp.serverCount(); i++ {
 		rs := g.NS(fmt.Sprintf("rs%d", i))
 		if tp.nat {
 			rs.Plug("back", "eth0", "", tp.serverAddr(i)+"/24")
@@ -109,12 +141,9 @@ func newLVSFleet(t *testing.T, g *lab.Guest, ndirectors int, tp topology) *drFle
 			rs.Plug("front", "eth0", "", tp.serverAddr(i)+"/24")
 			rs.DRRealServer(vip + "/32")
 		}
-		args := []string{"echo-server", "-listen", fmt.Sprintf("0.0.0.0:%d", vipPort), "-name", rs.Name}
-		if tp.udp {
-			args = append(args, "-udp")
-		}
-		rs.Start("labtraffic", args...)
 		f.servers = append(f.servers, rs)
+		f.echo = append(f.echo, nil)
+		f.startEcho(i - 1)
 	}
 	for i := 1; i <= ndirectors; i++ {
 		d := &director{
@@ -142,6 +171,9 @@ func (f *drFleet) buildDirector(t *testing.T, d *director) {
 		// NAT replies are forwarded from the back LAN to the client.
 		d.ns.Sysctl("net.ipv4.ip_forward", "1")
 		method = "-m"
+	}
+	if f.topo.declared {
+		return // saru declares the services
 	}
 	// With a shared MAC on a hub the standby receives frames for the VIP
 	// too; without the VIP configured it drops them.

@@ -47,13 +47,23 @@ type fleet struct {
 	// pastLogs are the logs of the saru processes killed so far.
 	pastLogs  []pastLog
 	logsShown bool
+	// services is appended to every director's saru.yaml (its services:
+	// section in the declared topology).
+	services string
 }
 
 func newFleet(t *testing.T, g *lab.Guest) *fleet { return newFleetWith(t, g, topology{}) }
 
 func newFleetWith(t *testing.T, g *lab.Guest, tp topology) *fleet {
 	t.Helper()
-	f := &fleet{drFleet: newLVSFleet(t, g, 3, tp), syncd: &syncdMode{}, saru: map[string]*lab.Proc{}}
+	return newFleetServices(t, g, tp, "")
+}
+
+// newFleetServices is newFleetWith with services appended to every
+// director's saru.yaml.
+func newFleetServices(t *testing.T, g *lab.Guest, tp topology, services string) *fleet {
+	t.Helper()
+	f := &fleet{drFleet: newLVSFleet(t, g, 3, tp), syncd: &syncdMode{}, saru: map[string]*lab.Proc{}, services: services}
 	// A scenario that fails in the guest shows what every saru said.
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -90,7 +100,7 @@ readiness_grace: 60s
 handover_step: %s
 handover_hold: 2s
 status_listen: %s
-`, d.name, id, fleetBuckets, vip, syncdStatus, fleetHandoverStep, saruStatus)
+`, d.name, id, fleetBuckets, vip, syncdStatus, fleetHandoverStep, saruStatus) + f.services
 }
 
 // start boots a director's daemons as its unit files would: syncd first,
@@ -99,9 +109,8 @@ status_listen: %s
 // never accepts a flow that is not its own.
 func (f *fleet) start(t *testing.T, d *director) {
 	t.Helper()
-	id := f.id(d)
 	f.syncd.start(t, f.drFleet, d)
-	f.g.Sh("cat > /tmp/saru-%s.yaml <<'EOF'\n%sEOF", d.name, f.saruConfig(d, id))
+	f.writeSaruConfig(d)
 	f.saru[d.name] = d.ns.Start("saru", "run", "--config", "/tmp/saru-"+d.name+".yaml")
 	// saru's status says when it first applied its rules (installed the
 	// table); asking it over HTTP spares the guest an exec of nft per poll.
@@ -112,6 +121,11 @@ func (f *fleet) start(t *testing.T, d *director) {
 		t.Fatalf("saru on %s installed no table; its log:\n%s", d.name, f.saru[d.name].Stderr())
 	}
 	f.takeVIP(t, d)
+}
+
+// writeSaruConfig writes d's saru.yaml (again, for a reload).
+func (f *fleet) writeSaruConfig(d *director) {
+	f.g.Sh("cat > /tmp/saru-%s.yaml <<'EOF'\n%sEOF", d.name, f.saruConfig(d, f.id(d)))
 }
 
 func (f *fleet) id(d *director) int {

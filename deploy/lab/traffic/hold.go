@@ -91,6 +91,7 @@ type Holder struct {
 	newAttempts    int
 	newOK          int
 	newErrors      map[string]int
+	newServers     map[string]int // real server -> new connections it answered
 	newAttemptsAll int
 	newOKAll       int
 }
@@ -136,6 +137,7 @@ func NewHolder(cfg HoldConfig) (*Holder, error) {
 		lastReport: now,
 		conns:      make([]heldConn, cfg.Conns),
 		newErrors:  make(map[string]int),
+		newServers: make(map[string]int),
 	}, nil
 }
 
@@ -358,7 +360,7 @@ func (h *Holder) churn(ctx context.Context) {
 		case <-t.C:
 		}
 		wg.Go(func() {
-			c, _, _, err := h.dialEcho(ctx, n, "new "+strconv.Itoa(n))
+			c, _, server, err := h.dialEcho(ctx, n, "new "+strconv.Itoa(n))
 			if c != nil {
 				c.Close()
 			}
@@ -377,6 +379,7 @@ func (h *Holder) churn(ctx context.Context) {
 			}
 			h.newOK++
 			h.newOKAll++
+			h.newServers[server]++
 		})
 	}
 }

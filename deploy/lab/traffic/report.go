@@ -36,9 +36,12 @@ type Report struct {
 	NewAttempts        int            `json:"new_attempts"`
 	NewOK              int            `json:"new_ok"`
 	NewErrors          map[string]int `json:"new_errors"`
-	NewAttemptsTotal   int            `json:"new_attempts_total"`
-	NewOKTotal         int            `json:"new_ok_total"`
-	PerConn            []ConnReport   `json:"per_conn,omitempty"`
+	// NewServers counts the interval's new connections by the real server
+	// that answered them.
+	NewServers       map[string]int `json:"new_servers"`
+	NewAttemptsTotal int            `json:"new_attempts_total"`
+	NewOKTotal       int            `json:"new_ok_total"`
+	PerConn          []ConnReport   `json:"per_conn,omitempty"`
 }
 
 // ConnReport is one held connection in a Report.
@@ -82,6 +85,7 @@ func (h *Holder) Report() Report {
 		NewAttempts:        h.newAttempts,
 		NewOK:              h.newOK,
 		NewErrors:          h.newErrors,
+		NewServers:         h.newServers,
 		NewAttemptsTotal:   h.newAttemptsAll,
 		NewOKTotal:         h.newOKAll,
 		IntervalMaxStallMS: ms(h.intervalStall),
@@ -136,6 +140,7 @@ func (h *Holder) Report() Report {
 	h.intervalBroken = 0
 	h.newAttempts, h.newOK = 0, 0
 	h.newErrors = make(map[string]int)
+	h.newServers = make(map[string]int)
 	return r
 }
 

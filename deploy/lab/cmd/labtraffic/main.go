@@ -11,6 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -105,6 +107,7 @@ func echoServer(args []string, stdout, stderr io.Writer) error {
 	udpToo := fs.Bool("udp", false, "also echo UDP datagrams on the same port")
 	name := fs.String("name", host, "server name that prefixes every reply (one word)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: run until SIGTERM/SIGINT)")
+	health := fs.String("health", "", "also answer GET /health with 200 on this IP:PORT (for HTTP health checks)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -117,6 +120,17 @@ func echoServer(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signalContext(*duration)
 	defer stop()
+	if *health != "" {
+		ln, err := net.Listen("tcp", *health)
+		if err != nil {
+			return fmt.Errorf("-health: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintf(w, "ok %s\n", *name) })
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = hs.Serve(ln) }()
+		defer hs.Close()
+	}
 	fmt.Fprintf(stderr, "labtraffic echo-server %s: listening on %s (udp %v)\n", *name, s.Addr(), *udpToo)
 	err = s.Serve(ctx)
 	if werr := printJSON(stdout, s.Stats()); err == nil {
