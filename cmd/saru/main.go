@@ -35,6 +35,7 @@ const usage = `usage:
   saru status [--status HOST:PORT]
   saru drain [--status HOST:PORT] [--timeout 60s]
   saru services diff [--config FILE] [--status HOST:PORT]
+  saru import ldirectord|keepalived FILE
 `
 
 func main() {
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdDrain(ctx, args[1:], stdout, stderr)
 	case "services":
 		err = cmdServices(ctx, args[1:], stdout, stderr)
+	case "import":
+		err = cmdImport(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

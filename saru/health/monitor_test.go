@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -99,7 +100,22 @@ func TestMonitorPacing(t *testing.T) {
 	m.Set(checks)
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
+	base := runtime.NumGoroutine()
+	var most atomic.Int32
+	go func() {
+		for ctx.Err() == nil {
+			if n := int32(runtime.NumGoroutine() - base); n > most.Load() {
+				most.Store(n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
 	m.Run(ctx)
+	// The scheduler, the sampler and at most one goroutine per worker:
+	// 300 checks do not cost 300 goroutines.
+	if g := most.Load(); g > workers+3 {
+		t.Errorf("%d goroutines for %d checks with %d workers", g, n, workers)
+	}
 	if p := peak.Load(); p > workers {
 		t.Errorf("%d probes at once, bound %d", p, workers)
 	}

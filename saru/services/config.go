@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -76,85 +77,17 @@ type FileCheck struct {
 	DynamicWeight *bool    `yaml:"dynamic_weight,omitempty"`
 }
 
-// merge returns c with every field set in over replacing c's.
+// merge returns c with every field set in over replacing c's. Every
+// field of FileCheck is a pointer or a slice, nil when not written.
 func (c FileCheck) merge(over *FileCheck) FileCheck {
 	if over == nil {
 		return c
 	}
-	if over.Type != nil {
-		c.Type = over.Type
-	}
-	if over.Interval != nil {
-		c.Interval = over.Interval
-	}
-	if over.Timeout != nil {
-		c.Timeout = over.Timeout
-	}
-	if over.Port != nil {
-		c.Port = over.Port
-	}
-	if over.Source != nil {
-		c.Source = over.Source
-	}
-	if over.Retries != nil {
-		c.Retries = over.Retries
-	}
-	if over.RetryDelay != nil {
-		c.RetryDelay = over.RetryDelay
-	}
-	if over.Fall != nil {
-		c.Fall = over.Fall
-	}
-	if over.Rise != nil {
-		c.Rise = over.Rise
-	}
-	if over.Send != nil {
-		c.Send = over.Send
-	}
-	if over.Expect != nil {
-		c.Expect = over.Expect
-	}
-	if over.Method != nil {
-		c.Method = over.Method
-	}
-	if over.Path != nil {
-		c.Path = over.Path
-	}
-	if over.Host != nil {
-		c.Host = over.Host
-	}
-	if over.SNI != nil {
-		c.SNI = over.SNI
-	}
-	if over.Status != nil {
-		c.Status = over.Status
-	}
-	if over.Body != nil {
-		c.Body = over.Body
-	}
-	if over.BodyRegex != nil {
-		c.BodyRegex = over.BodyRegex
-	}
-	if over.Digest != nil {
-		c.Digest = over.Digest
-	}
-	if over.Verify != nil {
-		c.Verify = over.Verify
-	}
-	if over.Query != nil {
-		c.Query = over.Query
-	}
-	if over.QueryType != nil {
-		c.QueryType = over.QueryType
-	}
-	if over.QueryTCP != nil {
-		c.QueryTCP = over.QueryTCP
-	}
-	if over.Command != nil {
-		c.Command = over.Command
-	}
-	if over.DynamicWeight != nil {
-		c.DynamicWeight = over.DynamicWeight
+	dst, src := reflect.ValueOf(&c).Elem(), reflect.ValueOf(over).Elem()
+	for i := range src.NumField() {
+		if f := src.Field(i); !f.IsNil() {
+			dst.Field(i).Set(f)
+		}
 	}
 	return c
 }

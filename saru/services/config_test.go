@@ -2,6 +2,7 @@ package services
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -167,5 +168,17 @@ func TestFingerprint(t *testing.T) {
 	}
 	if Fingerprint(nil) != 0 {
 		t.Fatal("nothing declared must be 0")
+	}
+}
+
+// TestFileCheckFieldsAreOptional guards merge: a field that cannot be nil
+// could not tell "not written" from a value, and would override the
+// service's check with its zero.
+func TestFileCheckFieldsAreOptional(t *testing.T) {
+	ty := reflect.TypeFor[FileCheck]()
+	for i := range ty.NumField() {
+		if k := ty.Field(i).Type.Kind(); k != reflect.Pointer && k != reflect.Slice {
+			t.Errorf("FileCheck.%s is a %v; make it a pointer", ty.Field(i).Name, k)
+		}
 	}
 }

@@ -107,6 +107,9 @@ type svcEvent struct {
 
 type svcResult struct {
 	Events []svcEvent `json:"events"`
+	// ExcludedMS is from d3's reload with other services to d1 and d2
+	// owning every bucket.
+	ExcludedMS float64 `json:"excluded_ms"`
 }
 
 // TestFleetServices: saru declares the services, checks the real servers
@@ -115,7 +118,8 @@ func TestFleetServices(t *testing.T) {
 	res := lab.Run(t, lab.Options{Timeout: 12 * time.Minute, MemoryMB: 1024}, func(t *testing.T, g *lab.Guest) svcResult {
 		return servicesSequence(t, g)
 	})
-	t.Logf("declared services, HTTP checks every %v, fall %d:\n%s", svcCheckIntv, svcFall, svcTable(res))
+	t.Logf("declared services, HTTP checks every %v, fall %d:\n%s\nd3 with other services excluded after %.0f ms",
+		svcCheckIntv, svcFall, svcTable(res), res.ExcludedMS)
 	if len(res.Events) != 7 {
 		t.Fatalf("expected 7 events, got %d", len(res.Events))
 	}
@@ -295,6 +299,35 @@ func servicesSequence(t *testing.T, g *lab.Guest) svcResult {
 		f.startEcho(0)
 		f.startEcho(3)
 	})
+
+	// 8. d3 alone declares other services (one weight differs): the
+	// services are a fleet setting, so d1 and d2 take every bucket and
+	// both name the service that differs; d3 agrees again at its next
+	// reload.
+	d3 := all[2]
+	live(t, "event: 8. d3 alone reloads a different weight for rs4")
+	same := f.services
+	f.services = strings.Replace(same, fmt.Sprintf("      - address: %s\n", rs(4)), fmt.Sprintf("      - address: %s\n        weight: 2\n", rs(4)), 1)
+	f.writeSaruConfig(d3)
+	if err := f.saru[d3.name].Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP saru on d3: %v", err)
+	}
+	took := waitSettled(t, all[:2], 60*time.Second)
+	for _, d := range all[:2] {
+		want := fmt.Sprintf("tcp %s:%d is declared differently on d3", vip, vipPort)
+		if !waitFor(10*time.Second, func() bool { return strings.Contains(f.saru[d.name].Stderr(), want) }) {
+			t.Errorf("%s does not log %q", d.name, want)
+		}
+	}
+	live(t, "  d1 and d2 own every bucket %.0f ms after d3's reload, and name the service that differs", float64(took.Milliseconds()))
+	f.services = same
+	f.writeSaruConfig(d3)
+	if err := f.saru[d3.name].Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP saru on d3: %v", err)
+	}
+	waitSettled(t, all, 60*time.Second)
+	r.ExcludedMS = float64(took.Milliseconds())
+
 	h.p.Kill()
 	if os.Getenv("PEERLVS_LAB_SARU_LOGS") != "" {
 		f.showSaruLogs(t)
