@@ -67,21 +67,24 @@ func fleetView(node *member.Node) services.FleetView {
 }
 
 // lazyKernel opens IPVS on first use, so that a director that declares no
-// services runs on a kernel without IPVS.
+// services runs on a kernel without IPVS; a failed open is tried again at
+// the next use (the module may be loaded meanwhile).
 type lazyKernel struct {
-	once sync.Once
-	h    *ipvs.Handle
-	err  error
+	mu sync.Mutex
+	h  *ipvs.Handle
 }
 
 func (k *lazyKernel) open() (*ipvs.Handle, error) {
-	k.once.Do(func() {
-		k.h, k.err = ipvs.Open("")
-		if k.err != nil {
-			k.err = fmt.Errorf("open IPVS for the declared services (load the ip_vs module, run as root): %w", k.err)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.h == nil {
+		h, err := ipvs.Open("")
+		if err != nil {
+			return nil, fmt.Errorf("open IPVS for the declared services (load the ip_vs module, run as root): %w", err)
 		}
-	})
-	return k.h, k.err
+		k.h = h
+	}
+	return k.h, nil
 }
 
 func (k *lazyKernel) Services() ([]ipvs.Service, error) {

@@ -107,6 +107,11 @@ func (g *Gossip) send() {
 	g.hdr.Seq++
 	h, votes, decl := g.hdr, g.votes, g.decl
 	g.mu.Unlock()
+	if h.Services == 0 && len(votes) == 0 && len(decl) == 0 {
+		// Nothing declared: a fleet without services pays nothing for
+		// them (the member fingerprint still tells the others).
+		return
+	}
 	vm, err := EncodeVotes(h, votes)
 	if err != nil {
 		g.log.Error("encode votes", zap.Error(err))

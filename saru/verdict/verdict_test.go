@@ -1,9 +1,14 @@
 package verdict
 
 import (
+	"context"
 	"fmt"
 	"reflect"
+	"sync"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
 )
 
 func TestDecide(t *testing.T) {
@@ -188,5 +193,48 @@ func TestDeclDiff(t *testing.T) {
 	want := []string{"fwmark 3 is declared only on d2", "tcp 10.0.0.1:80 is declared differently on d2", "udp 10.0.0.1:53 is not declared on d2"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}
+
+type countingTransport struct {
+	mu   sync.Mutex
+	sent int
+}
+
+func (c *countingTransport) Send(string, []byte) error {
+	c.mu.Lock()
+	c.sent++
+	c.mu.Unlock()
+	return nil
+}
+func (c *countingTransport) Peers() []string { return []string{"d2", "d3"} }
+
+func (c *countingTransport) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sent
+}
+
+// TestGossipQuietWithoutServices: a fleet that declares no services sends
+// no verdict messages; one that does sends at once and then every resend.
+func TestGossipQuietWithoutServices(t *testing.T) {
+	tr := &countingTransport{}
+	g := NewGossip("d1", 1, tr, NewBoard(), 20*time.Millisecond, zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { g.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	g.Publish(0, nil, nil)
+	time.Sleep(100 * time.Millisecond)
+	if n := tr.count(); n != 0 {
+		t.Fatalf("%d messages sent with nothing declared", n)
+	}
+	g.Publish(42, []Vote{{Key: 1, Verdict: 1, Weight: -1}}, []Digest{{Key: 2, Digest: 3, Name: "tcp 10.0.0.1:80"}})
+	deadline := time.Now().Add(2 * time.Second)
+	for tr.count() < 2*2*3 { // 2 peers, votes + declaration, 3 rounds
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d messages sent", tr.count())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
