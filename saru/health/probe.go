@@ -107,7 +107,7 @@ func (p *prober) run() (int, error) {
 	case KindExternal:
 		return p.external()
 	}
-	return -1, fmt.Errorf("check type %q unknown; use one of %v", s.Kind, Kinds)
+	return -1, fmt.Errorf("check type %q unknown; use one of %v", s.Kind, Kinds())
 }
 
 // where names the probed server in errors, as the operator wrote it.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -41,7 +42,9 @@ const (
 )
 
 // Kinds lists every kind, for error messages and docs.
-var Kinds = []Kind{KindNone, KindTCP, KindUDP, KindHTTP, KindHTTPS, KindSMTP, KindPOP3, KindIMAP, KindDNS, KindICMP, KindExternal}
+func Kinds() []Kind {
+	return []Kind{KindNone, KindTCP, KindUDP, KindHTTP, KindHTTPS, KindSMTP, KindPOP3, KindIMAP, KindDNS, KindICMP, KindExternal}
+}
 
 // Spec is one real server's check, fully resolved (defaults applied,
 // validated by Validate).
@@ -146,12 +149,8 @@ func (s Spec) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	known := false
-	for _, k := range Kinds {
-		known = known || k == s.Kind
-	}
-	if !known {
-		bad("type", "%q unknown; use one of %v", s.Kind, Kinds)
+	if !slices.Contains(Kinds(), s.Kind) {
+		bad("type", "%q unknown; use one of %v", s.Kind, Kinds())
 	}
 	if s.Interval < MinInterval {
 		bad("interval", "%v is below %v", s.Interval, MinInterval)

@@ -238,7 +238,7 @@ func parseService(at string, f FileService) (Service, error) {
 	if v.Scheduler == "" {
 		v.Scheduler = ipvs.DefaultScheduler
 	} else if !validScheduler(v.Scheduler) {
-		bad("scheduler", "%q unknown; use one of %s", f.Scheduler, strings.Join(schedulers, ", "))
+		bad("scheduler", "%q unknown; use one of %s", f.Scheduler, strings.Join(schedulers(), ", "))
 	}
 	for _, fl := range f.SchedulerFlags {
 		b, err := parseSchedFlag(fl)
@@ -517,9 +517,12 @@ func parseForward(s string) (ipvs.ForwardMethod, error) {
 	return 0, fmt.Errorf("%q unknown; use gate (DR), masq (NAT) or ipip (TUN)", s)
 }
 
-var schedulers = []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"}
+// schedulers are the kernel's IPVS schedulers (ip_vs_*.ko).
+func schedulers() []string {
+	return []string{"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"}
+}
 
-func validScheduler(s string) bool { return slices.Contains(schedulers, s) }
+func validScheduler(s string) bool { return slices.Contains(schedulers(), s) }
 
 // parseSchedFlag takes ipvsadm's names (sh-fallback, sh-port, mh-fallback,
 // mh-port) and flag-1..flag-3.
