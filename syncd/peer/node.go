@@ -469,7 +469,8 @@ func (n *Node) lost(p *peerState, lost uint64) {
 
 // resend answers a NACK from peer: each missing update goes out again
 // under its old number but with the current state of its entries (an entry
-// gone since is left out, unless the update removed it). Updates that fell
+// gone since, or owned by another director since, is left out, unless the
+// update removed it). Updates that fell
 // out of the ring are answered with an empty resend, which closes the gap,
 // and a bulk dump of this node's entries to the peer.
 func (n *Node) resend(peer table.NodeID, ranges []Range, now time.Time) {
@@ -524,6 +525,12 @@ func (n *Node) resendSlot(s *ringSlot, now time.Time) {
 		}
 		e, found := n.t.Get(&old.Key)
 		switch {
+		case found && e.Owner != n.cfg.Self:
+			// Taken over since: the new owner's stream carries it. Sending
+			// another owner's state here could bring back an entry that
+			// owner has deleted meanwhile, at a peer that already applied
+			// the delete (tables keep no tombstones).
+			continue
 		case found && e.Expires > ts:
 		case !found && removed:
 			e = old
