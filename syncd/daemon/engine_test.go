@@ -197,8 +197,10 @@ func TestRestartedNodeGetsBulkAndBecomesReady(t *testing.T) {
 	if b2.tbl.Len() != n {
 		t.Fatalf("b2 ready with %d entries, want %d", b2.tbl.Len(), n)
 	}
-	s := b2.e.Snapshot()
-	if !s.Ready || s.BulkSeconds <= 0 {
+	// The status is a snapshot the engine publishes from its loop: it
+	// follows the ready flag within a round of the loop, not at once.
+	waitFor(t, "b2's status ready", func() bool { s := b2.e.Snapshot(); return s != nil && s.Ready })
+	if s := b2.e.Snapshot(); s.BulkSeconds <= 0 {
 		t.Errorf("status after resync: ready %v bulk %v", s.Ready, s.BulkSeconds)
 	}
 }

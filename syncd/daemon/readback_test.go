@@ -169,6 +169,8 @@ func TestReadyOnlyOnceKernelHoldsTable(t *testing.T) {
 	if got := k.len(); got != n {
 		t.Fatalf("b ready while its kernel holds %d of %d entries", got, n)
 	}
+	// The status snapshot follows the ready flag within a loop round.
+	waitFor(t, "b's status ready", func() bool { s := b.e.Snapshot(); return s != nil && s.Ready })
 	s := b.e.Snapshot()
 	if s.Loop.KernelReinjected == 0 || s.Loop.KernelRefused != 0 {
 		t.Errorf("reinjected %d refused %d, want some and none", s.Loop.KernelReinjected, s.Loop.KernelRefused)
