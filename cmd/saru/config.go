@@ -14,6 +14,7 @@ import (
 	"github.com/peerlvs/peerlvs/filter"
 	"github.com/peerlvs/peerlvs/saru/allocate"
 	"github.com/peerlvs/peerlvs/saru/controller"
+	"github.com/peerlvs/peerlvs/saru/fitness"
 	"github.com/peerlvs/peerlvs/saru/member"
 	"github.com/peerlvs/peerlvs/saru/services"
 	"go.yaml.in/yaml/v3"
@@ -47,6 +48,7 @@ type fileConfig struct {
 	CheckVerdicts     string   `yaml:"check_verdicts"`
 
 	Services []services.FileService `yaml:"services"`
+	Fitness  fitness.FileConfig     `yaml:"fitness"`
 }
 
 // config is fileConfig checked and converted.
@@ -77,6 +79,7 @@ type config struct {
 	// LocalVerdicts applies this director's own check verdicts only.
 	LocalVerdicts bool
 	Services      []services.Service
+	Fitness       fitness.Config
 }
 
 const (
@@ -246,6 +249,11 @@ func parseConfig(data []byte) (config, error) {
 	default:
 		bad("check_verdicts", "%q unknown; use fleet (the ready directors decide together, the default) or local (this director's own checks only, as keepalived does)", f.CheckVerdicts)
 	}
+	fit, err := fitness.Parse(f.Fitness)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Fitness = fit
 	svcs, err := services.Parse(f.Services)
 	if err != nil {
 		errs = append(errs, err)

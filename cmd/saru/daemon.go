@@ -108,6 +108,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	mux := statusHandler(ctl, func(ctx context.Context) (*controller.FilterView, error) { return filterView(ctx, flt) }, cfg, reg, log)
 	servicesHandler(mux, svc.mgr)
+	fit := newFitness(cfg, node, reg, log)
+	fitnessHandler(mux, fit)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -124,6 +126,9 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	go watchDrift(ctx, flt, driftCheck, log, repairs)
 	if grants != nil {
 		go grants.Run(ctx)
+	}
+	if fit != nil {
+		go fit.Run(ctx)
 	}
 	go svc.monitor.Run(ctx)
 	go svc.gossip.Run(ctx)

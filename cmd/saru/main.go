@@ -24,6 +24,7 @@ import (
 
 	"github.com/peerlvs/peerlvs/filter"
 	"github.com/peerlvs/peerlvs/saru/controller"
+	"github.com/peerlvs/peerlvs/saru/fitness"
 	"github.com/peerlvs/peerlvs/saru/member"
 	"github.com/peerlvs/peerlvs/saru/services"
 )
@@ -279,11 +280,17 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		note := ""
 		if !m.FingerprintOK {
 			note = "  EXCLUDED: " + m.Mismatch
+		} else if m.Unfit != "" {
+			note = "  UNFIT: " + m.Unfit
 		}
 		fmt.Fprintf(stdout, "  %-16s %-22s weight %-3d %-8s%s\n", m.Name, m.Addr, m.Weight, m.State, note)
 	}
-	// The services are a part of their own: an older saru has none, and
-	// their absence must not hide the rest.
+	// Fitness and services are parts of their own: an older saru has
+	// neither, and their absence must not hide the rest.
+	var fit fitness.Status
+	if err := getJSON(ctx, addr, "/fitness", &fit); err == nil {
+		printFitness(stdout, fit)
+	}
 	var svc services.Status
 	if err := getJSON(ctx, addr, "/services", &svc); err != nil {
 		fmt.Fprintf(stdout, "services: unavailable: %v\n", err)

@@ -47,6 +47,9 @@ func TestCompute(t *testing.T) {
 		{"quorum 2, a joining member does not count", []member.Member{ready[0], mb("d2", 1, member.StateJoining, true)}, nil, []string{"d1", "d2"}, 2},
 		{"quorum 2, a mismatching member does not count", []member.Member{ready[0], mb("d2", 1, member.StateReady, false)}, nil, []string{"d1", "d2"}, 2},
 		{"quorum 3, one draining: nobody owns", []member.Member{ready[0], ready[1], mb("d3", 1, member.StateDraining, true)}, nil, []string{"d1", "d2", "d3"}, 3},
+		{"unfit owns nothing", []member.Member{ready[0], ready[1], unfit(ready[2])}, []string{"d1", "d2"}, []string{"d3"}, 0},
+		{"quorum 3, one unfit: it still counts", []member.Member{ready[0], ready[1], unfit(ready[2])}, []string{"d1", "d2"}, []string{"d3"}, 3},
+		{"quorum 2, two unfit: the third serves", []member.Member{ready[0], unfit(ready[1]), unfit(ready[2])}, []string{"d1"}, []string{"d2", "d3"}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,6 +82,11 @@ func TestCompute(t *testing.T) {
 			}
 		})
 	}
+}
+
+func unfit(m member.Member) member.Member {
+	m.Unfit = "interface eth0: no carrier"
+	return m
 }
 
 // drainFixture is the planned move the plan tests share: a, b and c own

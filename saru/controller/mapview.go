@@ -50,13 +50,15 @@ type FilterView struct {
 
 // DirectorView is one member's line in a MapView.
 type DirectorView struct {
-	Name      string       `json:"name"`
-	Weight    uint32       `json:"weight"`
-	State     member.State `json:"state"`
-	Eligible  bool         `json:"eligible"`
-	Mismatch  string       `json:"mismatch,omitempty"`
-	Buckets   int          `json:"buckets"`
-	FairShare float64      `json:"fair_share"`
+	Name     string       `json:"name"`
+	Weight   uint32       `json:"weight"`
+	State    member.State `json:"state"`
+	Eligible bool         `json:"eligible"`
+	Mismatch string       `json:"mismatch,omitempty"`
+	// Unfit says why the director failed its fitness checks.
+	Unfit     string  `json:"unfit,omitempty"`
+	Buckets   int     `json:"buckets"`
+	FairShare float64 `json:"fair_share"`
 }
 
 // RangeView is a run of buckets First..Last with one owner ("" for none).
@@ -73,8 +75,8 @@ func Describe(m allocate.Map, view []member.Member, epoch uint64, sense string, 
 		Fingerprint: fmt.Sprintf("%016x", m.Fingerprint), Quorum: quorum, QuorumMet: HasQuorum(view, quorum)}
 	counts := m.Counts()
 	for _, mb := range view {
-		d := DirectorView{Name: mb.Name, Weight: mb.Weight, State: mb.State, Mismatch: mb.Mismatch,
-			Eligible: mb.State == member.StateReady && mb.FingerprintOK, Buckets: counts[mb.Name]}
+		d := DirectorView{Name: mb.Name, Weight: mb.Weight, State: mb.State, Mismatch: mb.Mismatch, Unfit: mb.Unfit,
+			Eligible: mb.State == member.StateReady && mb.FingerprintOK && mb.Unfit == "", Buckets: counts[mb.Name]}
 		if d.Eligible {
 			d.FairShare = m.FairShare(mb.Name)
 		}
@@ -123,6 +125,8 @@ func (v MapView) WriteText(w io.Writer) error {
 		switch {
 		case d.Mismatch != "":
 			note = "excluded: " + d.Mismatch
+		case d.Unfit != "":
+			note = "unfit: " + d.Unfit
 		case !d.Eligible:
 			note = "owns nothing until ready"
 		}

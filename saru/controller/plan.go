@@ -10,9 +10,9 @@ import (
 	"github.com/peerlvs/peerlvs/saru/member"
 )
 
-// Eligible returns the members that may own buckets: ready, with settings
-// equal to ours. Joining and draining directors and directors that hash
-// differently own nothing.
+// Eligible returns the members that may own buckets: ready, fit, with
+// settings equal to ours. Joining, draining and unfit directors and
+// directors that hash differently own nothing.
 //
 // FingerprintOK is relative to the local director, which cannot tell
 // whether it or the others are misconfigured. So when more alive members
@@ -22,14 +22,30 @@ import (
 // serves them. On a tie we keep owning; duplicate acceptance is the lesser
 // evil than nobody accepting.
 func Eligible(ms []member.Member) []allocate.Member {
-	minority := inMinority(ms)
 	var out []allocate.Member
+	for _, m := range present(ms) {
+		if m.Unfit == "" {
+			out = append(out, allocate.Member{Name: m.Name, Weight: m.Weight})
+		}
+	}
+	return out
+}
+
+// present returns the ready members with our settings, fit or not (the
+// local one left out when it is in the minority, see Eligible): those that
+// count toward the quorum. An unfit director is alive, in view and agrees;
+// it vouches that the fleet is not split as much as an eligible one does,
+// so two directors whose uplinks die leave the third serving instead of
+// no one.
+func present(ms []member.Member) []member.Member {
+	minority := inMinority(ms)
+	var out []member.Member
 	for _, m := range ms {
 		if minority && m.Local {
 			continue
 		}
 		if m.State == member.StateReady && m.FingerprintOK {
-			out = append(out, allocate.Member{Name: m.Name, Weight: m.Weight})
+			out = append(out, m)
 		}
 	}
 	return out
@@ -48,12 +64,12 @@ func inMinority(ms []member.Member) bool {
 }
 
 // Compute is the allocation every director computes from the same view.
-// With fewer than quorum eligible directors in the view no bucket has an
-// owner: a director cut off from the rest of its fleet (a partition, or a
-// wrong gossip key) must not take everything for itself.
+// With fewer than quorum ready directors in the view (unfit ones count)
+// no bucket has an owner: a director cut off from the rest of its fleet (a
+// partition, or a wrong gossip key) must not take everything for itself.
 func Compute(ms []member.Member, buckets uint32, seed uint64, quorum int) (allocate.Map, error) {
 	el := Eligible(ms)
-	if len(el) < quorum {
+	if !HasQuorum(ms, quorum) {
 		el = nil
 	}
 	return allocate.Allocate(el, buckets, seed)
@@ -82,8 +98,9 @@ func progressKey(m allocate.Map, view []member.Member) uint64 {
 	return h.Sum64()
 }
 
-// HasQuorum reports whether view holds at least quorum eligible directors.
-func HasQuorum(view []member.Member, quorum int) bool { return len(Eligible(view)) >= quorum }
+// HasQuorum reports whether view holds at least quorum ready directors
+// with our settings, fit or not.
+func HasQuorum(view []member.Member, quorum int) bool { return len(present(view)) >= quorum }
 
 type bucketState uint8
 

@@ -172,7 +172,7 @@ func sameCheck(a, b Check) bool {
 		a.Spec.Expect == b.Spec.Expect && a.Spec.HTTP.Method == b.Spec.HTTP.Method && a.Spec.HTTP.Path == b.Spec.HTTP.Path &&
 		a.Spec.HTTP.Host == b.Spec.HTTP.Host && a.Spec.HTTP.SNI == b.Spec.HTTP.SNI && slices.Equal(a.Spec.HTTP.Status, b.Spec.HTTP.Status) &&
 		a.Spec.HTTP.Body == b.Spec.HTTP.Body && a.Spec.HTTP.Digest == b.Spec.HTTP.Digest && a.Spec.HTTP.Verify == b.Spec.HTTP.Verify &&
-		a.Spec.DNS == b.Spec.DNS && slices.Equal(a.Spec.Command, b.Spec.Command) && a.Spec.DynamicWeight == b.Spec.DynamicWeight
+		a.Spec.DNS == b.Spec.DNS && slices.Equal(a.Spec.Command, b.Spec.Command) && a.Spec.DynamicWeight == b.Spec.DynamicWeight && a.Spec.Bare == b.Spec.Bare
 }
 
 func spread(id string, over time.Duration) time.Duration {

@@ -40,6 +40,9 @@ func (p *prober) external() (int, error) {
 		rip = t.Addr.Addr().String()
 	}
 	args := slices.Concat(s.Command[1:], []string{vip, vport, rip, strconv.Itoa(int(t.Addr.Port()))})
+	if s.Bare {
+		args = s.Command[1:]
+	}
 
 	cmd := exec.CommandContext(p.ctx, s.Command[0], args...)
 	// Its own process group, so that a timeout kills what the check

@@ -92,6 +92,23 @@ func TestProbeExternalArguments(t *testing.T) {
 	}
 }
 
+// TestProbeExternalBare: a check of the director itself gets its own
+// arguments only.
+func TestProbeExternalBare(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "got")
+	cmd := append(script(t, dir, "args", `echo "$@" > "$1"`+"\n"), out)
+	r, _ := runProbe(t, t.Context(), Spec{Kind: KindExternal, Timeout: okTimeout, Command: cmd, Bare: true}, Target{})
+	wantResult(t, r, true, "")
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != out {
+		t.Errorf("arguments %q, want %q", got, out)
+	}
+}
+
 func TestProbeExternalStderrBounded(t *testing.T) {
 	cmd := script(t, t.TempDir(), "chatty", "head -c 1000000 /dev/zero | tr '\\0' x >&2\nexit 1\n")
 	r, _ := runProbe(t, t.Context(), Spec{Kind: KindExternal, Timeout: okTimeout, Command: cmd}, Target{Addr: netip.MustParseAddrPort("127.0.0.1:80")})

@@ -80,6 +80,10 @@ type Spec struct {
 	Command []string
 	// DynamicWeight applies keepalived's MISC_CHECK misc_dynamic rule.
 	DynamicWeight bool
+	// Bare runs Command without ldirectord's VIP VPORT RIP RPORT: for
+	// checks of the director itself (saru's fitness), which have no real
+	// server.
+	Bare bool
 }
 
 // HTTPSpec is an http or https check.

@@ -9,7 +9,7 @@ import (
 // FuzzDecode: metadata arrives from the network; Decode must never panic,
 // and whatever it accepts must survive a round trip through Encode.
 func FuzzDecode(f *testing.F) {
-	good, _ := Encode("v1", 2, StateReady, 9, Progress{7, 8}, settings, memberlist.MetaMaxSize)
+	good, _ := Encode("v1", 2, StateReady, 9, Progress{7, 8}, "eth0: no carrier", settings, memberlist.MetaMaxSize)
 	f.Add(good)
 	f.Add([]byte(`{"st":"ready","fp":"zz"}`))
 	f.Add([]byte(`{}`))
@@ -19,7 +19,7 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		_ = Diff(settings, m)
-		again, err := Encode(m.Version, m.Weight, m.State, m.Run, m.Progress, m.Settings, 1<<20)
+		again, err := Encode(m.Version, m.Weight, m.State, m.Run, m.Progress, m.Unfit, m.Settings, 1<<20)
 		if err != nil {
 			t.Fatalf("re-encode: %v", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -16,7 +17,7 @@ var settings = Settings{Allocator: 2, Buckets: 4096, Seed: 7, Sense: "addrport",
 	VIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}}
 
 func TestMetaRoundTripAndDiff(t *testing.T) {
-	buf, err := Encode("v1", 3, StateReady, 40, Progress{42, 41}, settings, memberlist.MetaMaxSize)
+	buf, err := Encode("v1", 3, StateReady, 40, Progress{42, 41}, "", settings, memberlist.MetaMaxSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 
 	other := settings
 	other.Buckets = 2048
-	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, other, memberlist.MetaMaxSize)
+	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, "", other, memberlist.MetaMaxSize)
 	m, _ = Decode(buf)
 	if d := strings.Join(Diff(settings, m), "; "); d != "buckets=2048, we have 4096" {
 		t.Fatalf("diff = %q", d)
@@ -55,7 +56,7 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 	} {
 		other := settings
 		other.Allocator = tc.alloc
-		buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, other, memberlist.MetaMaxSize)
+		buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, "", other, memberlist.MetaMaxSize)
 		m, _ = Decode(buf)
 		if d := strings.Join(Diff(settings, m), "; "); d != tc.want {
 			t.Fatalf("allocator %d: diff = %q", tc.alloc, d)
@@ -69,13 +70,23 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 	for i := range 100 {
 		many.VIPs = append(many.VIPs, netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
 	}
-	buf, err = Encode("v1", 1, StateReady, 0, Progress{}, many, memberlist.MetaMaxSize)
+	buf, err = Encode("v1", 1, StateReady, 0, Progress{}, "", many, memberlist.MetaMaxSize)
 	if err != nil || len(buf) > memberlist.MetaMaxSize {
 		t.Fatalf("encode many VIPs: %d bytes, %v", len(buf), err)
 	}
 	m, _ = Decode(buf)
 	if d := strings.Join(Diff(settings, m), "; "); !strings.Contains(d, "different VIP list") {
 		t.Fatalf("diff = %q", d)
+	}
+
+	// An unfit director says why, bounded to fit the metadata.
+	long := strings.Repeat("é", MaxUnfitReason)
+	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, long, settings, memberlist.MetaMaxSize)
+	if m, err = Decode(buf); err != nil || m.Unfit == "" || len(m.Unfit) > MaxUnfitReason || !utf8.ValidString(m.Unfit) {
+		t.Fatalf("unfit reason round trip: %q, %v", m.Unfit, err)
+	}
+	if d := Diff(settings, m); d != nil {
+		t.Fatalf("fitness is not a setting: %v", d)
 	}
 
 	// Declared services are a fleet setting; none declared keeps the
@@ -85,7 +96,7 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 	if withSvc.Fingerprint() == settings.Fingerprint() {
 		t.Fatal("services do not change the fingerprint")
 	}
-	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, withSvc, memberlist.MetaMaxSize)
+	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, "", withSvc, memberlist.MetaMaxSize)
 	m, _ = Decode(buf)
 	if m.Settings.Services != 0x1234 || m.Fingerprint != withSvc.Fingerprint() {
 		t.Fatalf("services round trip: %+v", m)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // State is a director's place in its life cycle. Only ready directors own
@@ -101,6 +102,9 @@ type Meta struct {
 	// at start. An allocation that comes back (a director leaves and
 	// returns) is then told apart from its earlier self.
 	Run uint64
+	// Unfit, when not empty, says why the director failed its fitness
+	// checks: it owns no bucket while so.
+	Unfit string
 	Progress
 }
 
@@ -136,13 +140,19 @@ type wire struct {
 	Se   string   `json:"se,omitempty"`
 	Rn   string   `json:"rn,omitempty"`
 	Sv   string   `json:"sv,omitempty"`
+	Uf   string   `json:"uf,omitempty"`
 	VIPs []string `json:"vips,omitempty"`
 }
 
+// MaxUnfitReason bounds the unfit reason in the metadata (memberlist
+// caps the whole at 512 bytes).
+const MaxUnfitReason = 120
+
 // Encode returns the metadata of the saru run run of a director with
-// settings s and handover progress pr, at most limit bytes. The
-// VIP list is left out when it does not fit; its hash stays.
-func Encode(version string, weight uint32, st State, run uint64, pr Progress, s Settings, limit int) ([]byte, error) {
+// settings s, handover progress pr and unfit reason unfit ("" when fit),
+// at most limit bytes. The VIP list is left out when it does not fit; its
+// hash stays.
+func Encode(version string, weight uint32, st State, run uint64, pr Progress, unfit string, s Settings, limit int) ([]byte, error) {
 	vips := s.vipList()
 	w := wire{
 		V: version, W: weight, St: st, Rn: fmt.Sprintf("%016x", run),
@@ -153,6 +163,9 @@ func Encode(version string, weight uint32, st State, run uint64, pr Progress, s 
 	}
 	if s.Services != 0 {
 		w.Sv = fmt.Sprintf("%016x", s.Services)
+	}
+	if unfit != "" {
+		w.Uf = truncate(unfit, MaxUnfitReason)
 	}
 	buf, err := json.Marshal(w)
 	if err != nil {
@@ -170,6 +183,17 @@ func Encode(version string, weight uint32, st State, run uint64, pr Progress, s 
 	return buf, nil
 }
 
+// truncate cuts s to at most n bytes on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
 // Decode parses metadata written by Encode.
 func Decode(buf []byte) (Meta, error) {
 	var w wire
@@ -179,7 +203,7 @@ func Decode(buf []byte) (Meta, error) {
 	if !w.St.valid() {
 		return Meta{}, fmt.Errorf("member: decode metadata: unknown state %q", w.St)
 	}
-	m := Meta{Version: w.V, Weight: w.W, State: w.St,
+	m := Meta{Version: w.V, Weight: w.W, State: w.St, Unfit: w.Uf,
 		Settings: Settings{Allocator: w.Al, Buckets: w.B, Seed: w.Sd, Sense: w.Sn}}
 	if _, err := fmt.Sscanf(w.FP, "%x", &m.Fingerprint); err != nil {
 		return Meta{}, fmt.Errorf("member: decode metadata: fingerprint %q: %w", w.FP, err)

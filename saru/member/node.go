@@ -39,6 +39,9 @@ type Member struct {
 	Local bool `json:"local,omitempty"`
 	// Run identifies the member's saru process (see Meta.Run).
 	Run uint64 `json:"run,omitempty"`
+	// Unfit says why the member failed its fitness checks; empty when fit.
+	// An unfit member owns no bucket.
+	Unfit string `json:"unfit,omitempty"`
 	Progress
 }
 
@@ -137,6 +140,7 @@ type Node struct {
 	addr     string
 	mu       sync.Mutex
 	progress Progress
+	unfit    string // why this director is unfit; "" when fit
 	run      uint64
 	state    State
 	warned   map[string]uint64 // member -> fingerprint already reported
@@ -172,7 +176,7 @@ func New(cfg Config) (*Node, error) {
 		state:   StateJoining, warned: map[string]uint64{}, view: map[string]seen{}, run: rand.Uint64(),
 		stop: make(chan struct{}), done: make(chan struct{}), progressKick: make(chan struct{}, 1),
 	}
-	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, ^uint64(0), Progress{^uint64(0), ^uint64(0)}, cfg.Settings, memberlist.MetaMaxSize); err != nil {
+	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, ^uint64(0), Progress{^uint64(0), ^uint64(0)}, strings.Repeat("x", MaxUnfitReason), cfg.Settings, memberlist.MetaMaxSize); err != nil {
 		return nil, err
 	}
 	mc := memberlist.DefaultLANConfig()
@@ -319,6 +323,21 @@ func (n *Node) gossip(what string, fields ...zap.Field) {
 	n.notify()
 }
 
+// SetUnfit marks this director unfit for reason, or fit again with "",
+// and gossips it: the allocation leaves an unfit director out.
+func (n *Node) SetUnfit(reason string) {
+	if reason != "" {
+		reason = truncate(reason, MaxUnfitReason)
+	}
+	n.mu.Lock()
+	changed := n.unfit != reason
+	n.unfit = reason
+	n.mu.Unlock()
+	if changed {
+		n.gossip("gossip fitness", zap.String("unfit", reason))
+	}
+}
+
 // SetServices changes the fingerprint of the declared services in this
 // node's settings (after a reload) and gossips it: directors whose
 // services differ exclude each other from the allocation until they agree
@@ -383,7 +402,7 @@ func (n *Node) Members() []Member {
 	n.mu.Lock()
 	out := make([]Member, 0, len(n.view)+1)
 	out = append(out, Member{Name: n.cfg.Name, Addr: n.addr, Weight: n.cfg.Weight, State: n.state,
-		Version: n.cfg.Version, FingerprintOK: true, Local: true, Run: n.run, Progress: n.progress})
+		Version: n.cfg.Version, FingerprintOK: true, Local: true, Run: n.run, Progress: n.progress, Unfit: n.unfit})
 	for name, sn := range n.view {
 		if name == n.cfg.Name {
 			continue
@@ -393,7 +412,7 @@ func (n *Node) Members() []Member {
 		if err != nil {
 			m.Mismatch = fmt.Sprintf("member %s has unreadable metadata: %v", name, err)
 		} else {
-			m.Weight, m.State, m.Version, m.Run, m.Progress = meta.Weight, meta.State, meta.Version, meta.Run, meta.Progress
+			m.Weight, m.State, m.Version, m.Run, m.Progress, m.Unfit = meta.Weight, meta.State, meta.Version, meta.Run, meta.Progress, meta.Unfit
 			if d := Diff(n.cfg.Settings, meta); len(d) == 0 {
 				m.FingerprintOK = true
 			} else {
@@ -600,9 +619,9 @@ type delegate Node
 func (d *delegate) NodeMeta(limit int) []byte {
 	n := (*Node)(d)
 	n.mu.Lock()
-	st, pr, set := n.state, n.progress, n.cfg.Settings
+	st, pr, set, unfit := n.state, n.progress, n.cfg.Settings, n.unfit
 	n.mu.Unlock()
-	buf, err := Encode(n.cfg.Version, n.cfg.Weight, st, n.run, pr, set, limit)
+	buf, err := Encode(n.cfg.Version, n.cfg.Weight, st, n.run, pr, unfit, set, limit)
 	if err != nil {
 		// New checked that the largest metadata fits.
 		n.log.Error("encode metadata", zap.Error(err))
