@@ -228,25 +228,29 @@ func (m *Manager) decide() Table {
 		old[r.ID()] = r
 	}
 	broken := 0
+	since := make(map[string]time.Time, len(t.Rows))
 	for _, r := range t.Rows {
+		o, ok := old[r.ID()]
 		if r.BrokenPath {
 			broken++
+			if !o.BrokenPath {
+				m.log.Warn("this director sees a real server down that the fleet sees up: its own path to it is suspect",
+					zap.String("real", r.ID()), zap.Any("verdicts", r.Verdicts))
+			}
 		}
-		o, ok := old[r.ID()]
+		since[r.ID()] = m.since[r.ID()]
 		if ok && o.Fleet == r.Fleet && o.Weight == r.Weight {
 			continue
 		}
-		m.since[r.ID()] = now
+		since[r.ID()] = now
 		if ok && o.Fleet != r.Fleet {
 			m.m.fleetChange.WithLabelValues(r.Fleet).Inc()
 			m.log.Info("fleet verdict", zap.String("real", r.ID()), zap.String("fleet", r.Fleet), zap.Int("weight", r.Weight),
 				zap.Any("verdicts", r.Verdicts))
 		}
-		if r.BrokenPath && !o.BrokenPath {
-			m.log.Warn("this director sees a real server down that the fleet sees up: its own path to it is suspect",
-				zap.String("real", r.ID()), zap.Any("verdicts", r.Verdicts))
-		}
 	}
+	// Rebuilt from the rows: real servers no longer declared drop out.
+	m.since = since
 	m.table = t
 	m.mu.Unlock()
 	m.m.broken.Set(float64(broken))

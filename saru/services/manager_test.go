@@ -16,6 +16,7 @@ import (
 	"github.com/peerlvs/peerlvs/saru/health"
 	"github.com/peerlvs/peerlvs/saru/verdict"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // net is an in-memory fleet: messages between the directors' gossips,
@@ -78,6 +79,7 @@ type director struct {
 	name   string
 	kernel *reconcile.Fake
 	mgr    *Manager
+	logs   *observer.ObservedLogs
 }
 
 const fleetDecl = `
@@ -105,7 +107,9 @@ func startFleet(t *testing.T, ctx context.Context, names []string, decl []Servic
 		fleet := func() (bool, []string) {
 			return true, slices.DeleteFunc(slices.Clone(names), func(s string) bool { return s == name })
 		}
-		m, err := NewManager(Config{Kernel: k, Monitor: mon, Gossip: g, Board: board, Self: name, Fleet: fleet, Tick: 20 * time.Millisecond})
+		core, logs := observer.New(zap.InfoLevel)
+		m, err := NewManager(Config{Kernel: k, Monitor: mon, Gossip: g, Board: board, Self: name, Fleet: fleet, Tick: 20 * time.Millisecond,
+			Logger: zap.New(core)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,7 +120,7 @@ func startFleet(t *testing.T, ctx context.Context, names []string, decl []Servic
 		go mon.Run(ctx)
 		go g.Run(ctx)
 		go m.Run(ctx)
-		ds = append(ds, &director{name, k, m})
+		ds = append(ds, &director{name, k, m, logs})
 	}
 	return n, ds
 }
@@ -199,6 +203,9 @@ func TestFleetAgrees(t *testing.T) {
 	}
 	if broken != 1 {
 		t.Fatalf("%d broken paths on d1, want 1", broken)
+	}
+	if n := ds[0].logs.FilterMessageSnippet("its own path to it is suspect").Len(); n != 1 {
+		t.Fatalf("d1 logged its broken path %d times, want once", n)
 	}
 	n.setDown("10.1.0.3")
 
