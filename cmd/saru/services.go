@@ -48,8 +48,9 @@ func newServices(cfg config, node *member.Node, reg prometheus.Registerer, log *
 	return p, nil
 }
 
-// fleetView reads the ready directors that declare our services from the
-// member view: the same directors that own buckets.
+// fleetView reads the directors whose verdicts count from the member view:
+// ready, fit and declaring our services. An unfit director's own paths are
+// suspect (its front link may be down), so it does not vote.
 func fleetView(node *member.Node) services.FleetView {
 	return func() (bool, []string) {
 		ready := false
@@ -57,8 +58,8 @@ func fleetView(node *member.Node) services.FleetView {
 		for _, m := range node.Members() {
 			switch {
 			case m.Local:
-				ready = m.State == member.StateReady
-			case m.State == member.StateReady && m.FingerprintOK:
+				ready = m.State == member.StateReady && m.Unfit == ""
+			case m.State == member.StateReady && m.FingerprintOK && m.Unfit == "":
 				peers = append(peers, m.Name)
 			}
 		}
