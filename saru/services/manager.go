@@ -196,6 +196,11 @@ func (m *Manager) Run(ctx context.Context) {
 			force = true
 		case <-tick.C:
 		}
+		if m.idle() {
+			// Nothing declared, ever: a fleet without services pays no
+			// decisions for them.
+			continue
+		}
 		t := m.decide()
 		m.warnDeclDiffs()
 		m.mu.Lock()
@@ -207,6 +212,14 @@ func (m *Manager) Run(ctx context.Context) {
 		lastVerify = time.Now()
 		m.reconcile(t)
 	}
+}
+
+// idle reports whether nothing is declared nor was: there is nothing to
+// decide or reconcile.
+func (m *Manager) idle() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.decl) == 0 && len(m.managed) == 0
 }
 
 // decide computes the table from the current votes and records it.
