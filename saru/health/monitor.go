@@ -3,6 +3,7 @@ package health
 import (
 	"container/heap"
 	"context"
+	"fmt"
 	"hash/fnv"
 	"slices"
 	"strings"
@@ -30,6 +31,24 @@ func (v Verdict) String() string {
 	return "pending"
 }
 
+// MarshalText writes the verdict as a word, for status JSON.
+func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
+
+// UnmarshalText reads what MarshalText wrote.
+func (v *Verdict) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "pending":
+		*v = Pending
+	case "up":
+		*v = Up
+	case "down":
+		*v = Down
+	default:
+		return fmt.Errorf("health: verdict %q unknown; want pending, up or down", b)
+	}
+	return nil
+}
+
 // Check is one real server's check as the Monitor runs it. ID names the
 // real server (its service and address) and is the key of its state.
 type Check struct {
@@ -41,19 +60,18 @@ type Check struct {
 // Status is the local state of one check.
 type Status struct {
 	ID      string  `json:"id"`
-	Verdict Verdict `json:"-"`
+	Verdict Verdict `json:"verdict"`
 	// Weight is the last weight a dynamic check asked for, -1 if none.
 	Weight int `json:"weight"`
 	// Since is when Verdict last changed (the monitor's start for
 	// Pending).
-	Since       time.Time     `json:"since"`
-	Checked     time.Time     `json:"checked,omitzero"`
-	Latency     time.Duration `json:"latency_ns"`
-	LastError   string        `json:"last_error,omitempty"`
-	Fails       int           `json:"consecutive_fails"`
-	Oks         int           `json:"consecutive_oks"`
-	Checks      uint64        `json:"checks"`
-	VerdictName string        `json:"verdict"`
+	Since     time.Time     `json:"since"`
+	Checked   time.Time     `json:"checked,omitzero"`
+	Latency   time.Duration `json:"latency_ns"`
+	LastError string        `json:"last_error,omitempty"`
+	Fails     int           `json:"consecutive_fails"`
+	Oks       int           `json:"consecutive_oks"`
+	Checks    uint64        `json:"checks"`
 }
 
 // ProbeFunc makes one attempt of a check; Probe is the real one.
@@ -189,9 +207,7 @@ func (m *Monitor) Statuses() []Status {
 	m.mu.Lock()
 	out := make([]Status, 0, len(m.entries))
 	for _, e := range m.entries {
-		st := e.st
-		st.VerdictName = st.Verdict.String()
-		out = append(out, st)
+		out = append(out, e.st)
 	}
 	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.ID, b.ID) })
