@@ -88,16 +88,20 @@ func (m IdleMeter) Idle() float64 {
 }
 
 // Hog is a CPU hog in the guest, standing for a slower machine: busy loops
-// in a cgroup v2 group whose cpu.max caps them at a fixed share of the
-// guest and whose cpu.weight (the maximum) lets them win every contention
-// up to that cap, the way time stolen by a hypervisor or a noisy neighbour
-// is taken whether the daemons need it or not.
+// at the highest priority, each busy for a fixed share of every 100 ms, so
+// that they win every contention up to that share, the way time stolen by
+// a hypervisor or a noisy neighbour is taken whether the daemons need it or
+// not (labtraffic hog).
+//
+// It used to be loops in a cgroup capped by cpu.max; a CI run (on ddd0eff)
+// froze the whole guest, no line printed and not even the test timeout's
+// dump, right as that cgroup was set up. The cap now comes from the loops'
+// own clock and the scenario no longer touches the scheduler's bandwidth
+// control.
 type Hog struct {
-	g     *Guest
-	dir   string
-	procs []*Proc
-	at    time.Time
-	usage uint64 // cpu.stat usage_usec at start
+	p   *Proc
+	at  time.Time
+	cpu time.Duration // the hog's CPU time at start
 }
 
 // StartHog starts loops busy loops that together take pct percent of the
@@ -105,55 +109,40 @@ type Hog struct {
 func (g *Guest) StartHog(pct, loops int) *Hog {
 	g.t.Helper()
 	ncpu := runtime.NumCPU()
-	const period = 100000
-	quota := pct * ncpu * period / 100
-	if pct <= 0 || pct >= 100 || loops <= 0 || quota < 1000 {
+	each := pct * ncpu / loops
+	if pct <= 0 || pct >= 100 || loops <= 0 || each <= 0 || each >= 100 {
 		g.t.Fatalf("hog: %d %% of %d CPUs in %d loops is not a share", pct, ncpu, loops)
 	}
-	dir := "/sys/fs/cgroup/hog"
-	g.Sh(`[ -f /sys/fs/cgroup/cgroup.controllers ] || mount -t cgroup2 none /sys/fs/cgroup
-grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu > /sys/fs/cgroup/cgroup.subtree_control
-mkdir -p %[1]s && echo '%[2]d %[3]d' > %[1]s/cpu.max && echo 10000 > %[1]s/cpu.weight`, dir, quota, period)
-	h := &Hog{g: g, dir: dir, at: time.Now()}
-	h.usage, _ = h.read()
-	for range loops {
-		// The loop runs in the shell that moved itself into the group.
-		h.procs = append(h.procs, g.Start("sh", "-c", "echo $$ > "+dir+"/cgroup.procs && while :; do :; done"))
-	}
+	h := &Hog{p: g.Start("labtraffic", "hog", "-share", strconv.Itoa(each), "-loops", strconv.Itoa(loops), "-duration", "30m"), at: time.Now()}
+	h.cpu, _ = h.read()
 	return h
 }
 
-func (h *Hog) read() (usec uint64, err error) {
-	b, err := os.ReadFile(h.dir + "/cpu.stat")
+func (h *Hog) read() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", h.p.Pid()))
 	if err != nil {
 		return 0, err
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		}
+	_, ticks, ok := parseProcStat(string(b))
+	if !ok {
+		return 0, fmt.Errorf("hog: unexpected /proc/%d/stat %q", h.p.Pid(), b)
 	}
-	return 0, fmt.Errorf("%s/cpu.stat: no usage_usec", h.dir)
+	return time.Duration(ticks) * clockTick, nil
 }
 
 // Share returns the share of the guest's CPUs (percent of all of them) the
 // hog took since it started, -1 if it cannot tell.
 func (h *Hog) Share() float64 {
-	u, err := h.read()
-	wall := time.Since(h.at).Microseconds()
+	c, err := h.read()
+	wall := time.Since(h.at)
 	if err != nil || wall <= 0 {
 		return -1
 	}
-	return 100 * float64(u-h.usage) / float64(wall) / float64(runtime.NumCPU())
+	return 100 * float64(c-h.cpu) / float64(wall) / float64(runtime.NumCPU())
 }
 
 // Stop kills the loops.
-func (h *Hog) Stop() {
-	for _, p := range h.procs {
-		p.Kill()
-	}
-	h.procs = nil
-}
+func (h *Hog) Stop() { h.p.Kill() }
 
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat's times on Linux.
 const clockTick = 10 * time.Millisecond

@@ -339,6 +339,9 @@ func (p *Proc) Stderr() string {
 	return p.log.String()
 }
 
+// Pid is the process's id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Kill stops the process with SIGKILL and waits for it.
 func (p *Proc) Kill() {
 	if p.cmd.Process != nil {

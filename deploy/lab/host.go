@@ -294,9 +294,12 @@ func boot(t *testing.T, opts Options) []byte {
 			fmt.Fprintf(&env, "export %s=%q\n", k, v)
 		}
 	}
+	// The heartbeat tells a frozen guest (its lines stop) from a stuck
+	// scenario (they go on, and the test timeout dumps the goroutines).
 	script := fmt.Sprintf(`set -o pipefail
 export %s=1 %s=/mnt/host/result.json
 %scd /tmp
+(while sleep 60; do echo "lab: guest alive, load $(cut -d' ' -f1-3 /proc/loadavg)"; done) &
 /lab/scenario.test -test.run '%s' -test.v -test.count=1 -test.timeout=%s 2>&1 | tee /mnt/host/guest.out
 `, envGuest, envResult, env.String(), runPattern(t.Name()), guestTimeout)
 	stopLive := showLive(filepath.Join(dir, "console.log"))

@@ -13,10 +13,10 @@ import (
 const starvedHogPct = 30
 
 // TestFleetStarved: TestFleet's six events, with the same traffic and the
-// same assertions, on a starved guest: two busy loops in a cgroup whose
-// cpu.max caps them at starvedHogPct of the guest and whose cpu.weight lets
-// them take it whenever they want, as a noisy neighbour would, from before
-// the traffic starts to the end. The accept sampler reads every reachable
+// same assertions, on a starved guest: two busy loops at the highest
+// priority that take starvedHogPct of the guest whenever they want, as a
+// noisy neighbour would (lab.Hog), from before the traffic starts to the
+// end. The accept sampler reads every reachable
 // director's rules all along: no bucket may be accepted by two directors at
 // once, in any event. Every held connection is replicated before a director
 // leaves, so every one of them (none younger than the sync window) must

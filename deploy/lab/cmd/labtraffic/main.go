@@ -27,6 +27,7 @@ commands:
   echo-server  answer TCP lines (and UDP datagrams) with this server's name
   hold         hold TCP connections through a VIP and report which survive
   udp          send UDP flows through a VIP and count the echoes
+  hog          take a fixed share of the CPUs, as a noisy neighbour would
 
 labtraffic COMMAND -h describes the flags.
 `
@@ -51,6 +52,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = hold(args[1:], stdin, stdout, stderr)
 	case "udp":
 		err = udp(args[1:], stdout, stderr)
+	case "hog":
+		err = hog(args[1:], stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

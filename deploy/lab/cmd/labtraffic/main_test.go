@@ -30,6 +30,9 @@ func TestRunExitCodes(t *testing.T) {
 		{"echo-server with a bad name", []string{"echo-server", "-listen", "127.0.0.1:0", "-name", "a b"}, 1},
 		{"udp without target", []string{"udp"}, 2},
 		{"udp with no flows", []string{"udp", "-target", "127.0.0.1:80", "-flows", "0"}, 2},
+		{"hog without share", []string{"hog"}, 2},
+		{"hog of a whole CPU", []string{"hog", "-share", "100"}, 2},
+		{"hog without loops", []string{"hog", "-share", "10", "-loops", "0"}, 2},
 	}
 	for _, tc := range tests {
 		var out, errs bytes.Buffer
