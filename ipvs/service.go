@@ -94,6 +94,20 @@ type Service struct {
 	Netmask int
 }
 
+// PersistPrefix is the persistence granularity as a prefix length, with
+// Netmask 0 spelled out as /32 or /128: the kernel reports one client per
+// template as a full mask, so two services compare equal only through
+// this.
+func (s Service) PersistPrefix() int {
+	switch {
+	case s.Netmask != 0:
+		return s.Netmask
+	case s.Address.Unmap().Is6():
+		return 128
+	}
+	return 32
+}
+
 // ForwardMethod is how a real server is reached (IP_VS_CONN_F_FWD_MASK).
 type ForwardMethod uint32
 

@@ -4,13 +4,18 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/peerlvs/peerlvs/ipvs"
 )
 
 func TestReadPlanApply(t *testing.T) {
 	k := NewFake(Virtual{web, []ipvs.Destination{rs("10.0.0.1", 80, 1), rs("10.0.0.2", 80, 1)}}, Virtual{dns, nil})
-	want := []Virtual{{web, []ipvs.Destination{rs("10.0.0.1", 80, 5)}}, {mark, []ipvs.Destination{rs("10.0.0.9", 0, 1)}}}
+	// The persistent service asks for one client per template (netmask
+	// 0), which the kernel reports back as /32.
+	persistent := mark
+	persistent.Timeout = 300 * time.Second
+	want := []Virtual{{web, []ipvs.Destination{rs("10.0.0.1", 80, 5)}}, {persistent, []ipvs.Destination{rs("10.0.0.9", 0, 1)}}}
 	managed := func(Key) bool { return true }
 	have, err := Read(k)
 	if err != nil {

@@ -77,7 +77,7 @@ func (k *Fake) AddService(s ipvs.Service) error {
 	if k.svcs[KeyOf(s)] != nil {
 		return errors.New("exists")
 	}
-	k.svcs[KeyOf(s)] = &Virtual{Service: s}
+	k.svcs[KeyOf(s)] = &Virtual{Service: asKernel(s)}
 	if !slices.Contains(k.order, KeyOf(s)) {
 		k.order = append(k.order, KeyOf(s))
 	}
@@ -95,8 +95,15 @@ func (k *Fake) UpdateService(s ipvs.Service) error {
 	if v == nil {
 		return errors.New("no such service")
 	}
-	v.Service = s
+	v.Service = asKernel(s)
 	return nil
+}
+
+// asKernel is s as the kernel reports it back: with the persistence
+// netmask always spelled out (one client per template is a full mask).
+func asKernel(s ipvs.Service) ipvs.Service {
+	s.Netmask = s.PersistPrefix()
+	return s
 }
 
 // DelService implements Kernel.

@@ -218,8 +218,8 @@ func serviceDiff(want, have ipvs.Service) string {
 	if want.Timeout != have.Timeout {
 		d = append(d, fmt.Sprintf("persistence %v -> %v", have.Timeout, want.Timeout))
 	}
-	if want.Timeout > 0 && want.Netmask != have.Netmask {
-		d = append(d, fmt.Sprintf("persistence netmask /%d -> /%d", have.Netmask, want.Netmask))
+	if want.Timeout > 0 && want.PersistPrefix() != have.PersistPrefix() {
+		d = append(d, fmt.Sprintf("persistence netmask /%d -> /%d", have.PersistPrefix(), want.PersistPrefix()))
 	}
 	return strings.Join(d, ", ")
 }

@@ -34,6 +34,9 @@ func TestPlan(t *testing.T) {
 	none := func(Key) bool { return false }
 	persistent := web
 	persistent.Timeout, persistent.Netmask = 300*time.Second, 24
+	withMask := func(s ipvs.Service, n int) ipvs.Service { s.Netmask = n; return s }
+	onePerClient, onePerClient6 := web, web6
+	onePerClient.Timeout, onePerClient6.Timeout = 300*time.Second, 300*time.Second
 	tunnel := rs("10.0.0.2", 80, 1)
 	tunnel.Forward = ipvs.ForwardTunnel
 	tests := []struct {
@@ -65,7 +68,11 @@ func TestPlan(t *testing.T) {
 		{name: "scheduler and persistence edited in place, not re-created",
 			want: []Virtual{{persistent, nil}},
 			have: []Virtual{{ipvs.Service{Protocol: ipvs.TCP, Address: web.Address, Port: 80, Scheduler: "rr"}, nil}},
-			plan: "edit service tcp 192.0.2.10:80 (scheduler rr -> wlc, persistence 0s -> 5m0s, persistence netmask /0 -> /24)\n"},
+			plan: "edit service tcp 192.0.2.10:80 (scheduler rr -> wlc, persistence 0s -> 5m0s, persistence netmask /32 -> /24)\n"},
+		{name: "one client per template is the kernel's full mask",
+			want: []Virtual{{onePerClient, nil}, {onePerClient6, nil}},
+			have: []Virtual{{withMask(onePerClient, 32), nil}, {withMask(onePerClient6, 128), nil}},
+			plan: ""},
 		{name: "an undeclared service saru manages is removed last",
 			want:    []Virtual{{web, []ipvs.Destination{rs("10.0.0.5", 80, 1)}}},
 			have:    []Virtual{{dns, []ipvs.Destination{rs("10.0.0.1", 53, 1)}}, {web, nil}},
