@@ -302,5 +302,6 @@ func readiness(cfg config) controller.ReadinessSource {
 	if cfg.SyncdStatus == "" {
 		return controller.GraceReadiness{After: cfg.ReadinessGrace, Start: time.Now()}
 	}
-	return syncready.Source{URL: "http://" + cfg.SyncdStatus + "/ready", Timeout: cfg.ReadinessGrace, Start: time.Now()}
+	return syncready.Source{URL: "http://" + cfg.SyncdStatus + "/ready", BindURL: "http://" + cfg.SyncdStatus + "/bind",
+		Timeout: cfg.ReadinessGrace, Start: time.Now()}
 }

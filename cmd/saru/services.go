@@ -130,17 +130,18 @@ func (k *lazyKernel) do(f func(*ipvs.Handle) error) error {
 
 // servicesReadiness holds a director back from ready until the kernel
 // holds its declared services: it must not take flows it cannot forward.
+// Only then is syncd asked, so that it binds the persistence templates it
+// wrote before the services existed (syncready.Source.BindURL).
 type servicesReadiness struct {
 	inner controller.ReadinessSource
 	mgr   *services.Manager
 }
 
 func (r servicesReadiness) Ready(ctx context.Context) (bool, error) {
-	ok, err := r.inner.Ready(ctx)
-	if err != nil || !ok {
-		return ok, err
+	if !r.mgr.Reconciled() {
+		return false, nil
 	}
-	return r.mgr.Reconciled(), nil
+	return r.inner.Ready(ctx)
 }
 
 // reload re-reads the config on SIGHUP and applies what can change while

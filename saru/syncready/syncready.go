@@ -18,8 +18,15 @@ import (
 // forever, so after Timeout since Start it counts as ready anyway (the
 // design's "bulk resync complete, or a bounded timeout"); Timeout 0 waits for
 // syncd without a bound.
+//
+// With BindURL, a ready syncd is also asked to bind the persistence
+// templates it wrote before the kernel held their services (syncd's POST
+// /bind), and counts as ready only once it has: a template left unbound
+// sends its client's next connection to another real server. Ask only
+// once the services this director declares are in the kernel.
 type Source struct {
 	URL     string // e.g. http://127.0.0.1:9476/ready
+	BindURL string // e.g. http://127.0.0.1:9476/bind; "" not to ask
 	Timeout time.Duration
 	Start   time.Time
 	Client  *http.Client // nil: a client with a 2 s timeout
@@ -39,11 +46,27 @@ func (s Source) Ready(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("syncd readiness URL %q: %w", s.URL, err)
 	}
+	code, ok := do(c, req)
+	if !ok || code != http.StatusOK || s.BindURL == "" {
+		return ok && code == http.StatusOK, nil
+	}
+	req, err = http.NewRequestWithContext(ctx, http.MethodPost, s.BindURL, nil)
+	if err != nil {
+		return false, fmt.Errorf("syncd bind URL %q: %w", s.BindURL, err)
+	}
+	code, ok = do(c, req)
+	// A syncd older than POST /bind has no way to bind; waiting for it
+	// would only hold the director back until the timeout.
+	return ok && (code == http.StatusOK || code == http.StatusNotFound || code == http.StatusMethodNotAllowed), nil
+}
+
+// do sends req and returns the status code; false if syncd did not answer.
+func do(c *http.Client, req *http.Request) (int, bool) {
 	resp, err := c.Do(req)
 	if err != nil {
-		return false, nil
+		return 0, false
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	return resp.StatusCode == http.StatusOK, nil
+	return resp.StatusCode, true
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/peerlvs/peerlvs/ipvs"
 	"github.com/peerlvs/peerlvs/ipvs/procconn"
+	"github.com/peerlvs/peerlvs/ipvs/reconcile"
 	"github.com/peerlvs/peerlvs/ipvs/synclink"
 	"github.com/peerlvs/peerlvs/ipvs/wire"
 	"github.com/peerlvs/peerlvs/syncd/peer"
@@ -194,9 +195,10 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 
 	procPath := cfg.Kernel.ProcConn
 	kio := KernelIO{
-		Tap:    tap,
-		Inject: inj,
-		Conns:  func() ([]procconn.Entry, error) { return procconn.ReadFile(procPath) },
+		Tap:      tap,
+		Inject:   inj,
+		Conns:    func() ([]procconn.Entry, error) { return procconn.ReadFile(procPath) },
+		Services: func() ([]reconcile.Virtual, error) { return reconcile.Read(h) },
 	}
 	now := time.Now()
 	d.mu.Lock()

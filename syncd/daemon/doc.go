@@ -28,6 +28,15 @@
 // traffic arrives here (then the local kernel reports it again and this node
 // becomes its owner).
 //
+// # Entries held back until their service exists
+//
+// A peer's entry is written to the kernel only once the kernel holds its
+// service and real server (bind.go): written earlier, it stays unbound to
+// its real server, which loses a persistence template's client and, with
+// IP-in-IP, the connection. The kernel's services are read every second
+// and on POST /bind (saru's, before it turns ready), and what was held back
+// for a service that appeared is written then.
+//
 // # Pacing
 //
 // The kernel backup thread's socket buffer is small, so the injector queues

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/peerlvs/peerlvs/ipvs/procconn"
+	"github.com/peerlvs/peerlvs/ipvs/reconcile"
 	"github.com/peerlvs/peerlvs/ipvs/synclink"
 	"github.com/peerlvs/peerlvs/ipvs/wire"
 	"github.com/peerlvs/peerlvs/syncd/peer"
@@ -40,6 +41,10 @@ type KernelIO struct {
 	// Conns lists the kernel's connections (/proc/net/ip_vs_conn), to
 	// decide whether idle own entries are still alive. Nil: they expire.
 	Conns func() ([]procconn.Entry, error)
+	// Services lists the kernel's services with their real servers, to
+	// bind synced persistence templates (bind.go). Nil: templates that
+	// arrive before their service stay unbound.
+	Services func() ([]reconcile.Virtual, error)
 }
 
 // engine is the loop: it owns the Node (or, in compat mode, the plain
@@ -55,6 +60,15 @@ type engine struct {
 	compat *compatLAN
 
 	keys chan *peer.Keyring
+
+	// Entries and their services (bind.go): the pairs the last pass saw,
+	// the entries held back, when the next pass is due, POST /bind
+	// requests and callers waiting for theirs.
+	bound       map[bindPair]bool
+	held        map[table.Key]struct{}
+	nextBind    time.Time
+	bindReq     chan chan error
+	bindWaiters []chan error
 
 	msg     wire.Message
 	ent     table.Entry
@@ -89,6 +103,9 @@ type Counters struct {
 	KernelInjectErr  uint64 `json:"kernel_inject_errors"`
 	KernelReinjected uint64 `json:"kernel_reinjected"`
 	KernelRefused    uint64 `json:"kernel_refused"`
+	HeldBack         uint64 `json:"held_back"`
+	Bound            uint64 `json:"bound"`
+	BindErrors       uint64 `json:"bind_errors"`
 	PeerFramesIn     uint64 `json:"peer_frames_in"`
 	PeerFramesOut    uint64 `json:"peer_frames_out"`
 	PeerBytesIn      uint64 `json:"peer_bytes_in"`
@@ -108,6 +125,8 @@ func newEngine(cfg Config, log *zap.Logger, tbl *table.Table, keys *peer.Keyring
 	e := &engine{
 		cfg: cfg, log: log, tbl: tbl, kio: kio, tr: tr,
 		keys:    make(chan *peer.Keyring, 1),
+		bindReq: make(chan chan error, 16),
+		held:    map[table.Key]struct{}{},
 		started: now,
 		rb:      newReadBack(),
 		rej:     newRateLog(10 * time.Second),
@@ -167,10 +186,18 @@ func (e *engine) send(b []byte, to []table.NodeID) {
 	}
 }
 
-// applied injects a peer's entry into the local kernel.
+// applied injects a peer's entry into the local kernel, once the kernel
+// holds its service and real server (bind.go).
 func (e *engine) applied(en *table.Entry, ch table.Change) {
+	removed := ch&table.Removed != 0
+	if !removed && !e.injectable(en) {
+		e.held[en.Key] = struct{}{}
+		e.st.HeldBack++
+		return
+	}
+	delete(e.held, en.Key)
 	peer.ToConn(en, &e.conn)
-	if ch&table.Removed != 0 {
+	if removed {
 		removalPolicy(&e.conn)
 	}
 	e.inj.add(&e.conn)
@@ -272,6 +299,11 @@ func (e *engine) run(ctx context.Context) error {
 			if e.node != nil {
 				e.node.SetKeyring(k)
 			}
+		case w := <-e.bindReq:
+			e.now = time.Now()
+			e.bindNow(w)
+			e.inj.seal()
+			e.inj.pump()
 		case b := <-kch:
 			e.now = time.Now()
 			e.kernelFrame(b)
@@ -376,6 +408,7 @@ func (e *engine) tick(now time.Time) {
 	} else {
 		e.compat.tick(e, now)
 	}
+	e.bindTick(now)
 	e.inj.seal()
 	e.inj.pump()
 	if e.node != nil && !e.ready.Load() && e.node.Ready() && len(e.inj.queue) == 0 {
@@ -403,7 +436,7 @@ func (e *engine) earnReady(now time.Time) {
 			e.rb.next = now.Add(readBackEvery)
 			return
 		}
-		again := e.rb.round(now, kernel, e.tbl)
+		again := e.rb.round(now, kernel, e.tbl, e.notHeld)
 		for i := range again {
 			e.applied(&again[i], 0)
 		}

@@ -46,7 +46,7 @@ func testConfig(id int, mode string) Config {
 	return c.WithDefaults()
 }
 
-func startNode(t *testing.T, hub *MemHub, cfg Config, keys *peer.Keyring, procs func() ([]procconn.Entry, error)) *testNode {
+func startNode(t *testing.T, hub *MemHub, cfg Config, keys *peer.Keyring, procs func() ([]procconn.Entry, error), opts ...func(*KernelIO)) *testNode {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -59,7 +59,11 @@ func startNode(t *testing.T, hub *MemHub, cfg Config, keys *peer.Keyring, procs 
 	kR, kW := synclink.NewPipe(1024)
 	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, 0, byte(cfg.NodeID)}), 8848)
 	tr := hub.Attach(addr)
-	e, err := newEngine(cfg, zaptest.NewLogger(t), tbl, keys, KernelIO{Tap: tapR, Inject: kW, Conns: procs}, tr, time.Now())
+	kio := KernelIO{Tap: tapR, Inject: kW, Conns: procs}
+	for _, o := range opts {
+		o(&kio)
+	}
+	e, err := newEngine(cfg, zaptest.NewLogger(t), tbl, keys, kio, tr, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

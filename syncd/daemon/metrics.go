@@ -40,6 +40,8 @@ func newCollector(e *engine) *collector {
 	d("peers", "Peers heard from, by readiness.", "ready")
 	d("peer_heard_seconds", "Seconds since each peer was last heard (replication lag upper bound).", "peer")
 	d("idle_refreshed_total", "Idle own entries the kernel still had, refreshed on peers.")
+	d("held_back_total", "Peer entries not written to the kernel because it lacked their service or real server (written once they appear).")
+	d("bound_total", "Held-back peer entries written to the kernel once their service and real server appeared.")
 	return c
 }
 
@@ -84,6 +86,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	n("kernel_errors_total", l.KernelInjectErr, "inject_error")
 	n("kernel_errors_total", l.KernelReinjected, "readback_missing")
 	n("kernel_errors_total", l.KernelRefused, "readback_refused")
+	n("kernel_errors_total", l.BindErrors, "services_unreadable")
 	g("kernel_inject_queue", float64(s.InjectQueue))
 	n("peer_frames_total", l.PeerFramesIn, "in")
 	n("peer_frames_total", l.PeerFramesOut, "out")
@@ -120,4 +123,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	g("peers", float64(ready), "true")
 	g("peers", float64(notReady), "false")
 	n("idle_refreshed_total", l.IdleRefreshed)
+	n("held_back_total", l.HeldBack)
+	n("bound_total", l.Bound)
 }

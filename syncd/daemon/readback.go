@@ -45,10 +45,12 @@ func newReadBack() readBack { return readBack{lastMis: -1} }
 // due reports whether a read of the kernel's table is wanted at now.
 func (r *readBack) due(now time.Time) bool { return !r.done && !now.Before(r.next) }
 
-// round compares the kernel's entries with tbl's peer entries. It returns
-// the entries to write again (nil if none); r.done is set once the kernel
-// holds everything wanted or the tries are spent.
-func (r *readBack) round(now time.Time, kernel []procconn.Entry, tbl *table.Table) []table.Entry {
+// round compares the kernel's entries with tbl's peer entries that
+// wanted accepts (those syncd holds back until their service exists are
+// not missing). It returns the entries to write again (nil if none);
+// r.done is set once the kernel holds everything wanted or the tries are
+// spent.
+func (r *readBack) round(now time.Time, kernel []procconn.Entry, tbl *table.Table, wanted func(*table.Entry) bool) []table.Entry {
 	r.next = now.Add(readBackEvery)
 	have := make(map[procKey]struct{}, len(kernel))
 	for i := range kernel {
@@ -59,7 +61,7 @@ func (r *readBack) round(now time.Time, kernel []procconn.Entry, tbl *table.Tabl
 	soon := table.StampOf(now.Add(readBackSkip))
 	var missing []table.Entry
 	tbl.ForEach(0, func(e *table.Entry) bool {
-		if e.Owner == self || e.Expires.Sub(soon) == 0 {
+		if e.Owner == self || e.Expires.Sub(soon) == 0 || !wanted(e) {
 			return true
 		}
 		if _, ok := have[procKey{e.Proto, e.CAddr.Unmap(), e.VAddr.Unmap(), e.CPort, e.VPort}]; !ok {

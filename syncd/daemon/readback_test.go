@@ -79,7 +79,7 @@ func TestReadBackRounds(t *testing.T) {
 			}
 			continue
 		}
-		again := rb.round(now, s.kernel, tbl)
+		again := rb.round(now, s.kernel, tbl, all)
 		if len(again) != s.reinject || rb.done != s.done || rb.refused != s.refused {
 			t.Fatalf("step %d: reinject %d done %v refused %d, want %d %v %d",
 				i, len(again), rb.done, rb.refused, s.reinject, s.done, s.refused)
@@ -96,9 +96,15 @@ func TestReadBackRounds(t *testing.T) {
 	}
 
 	full := newReadBack()
-	full.round(now, kernel(0, 1, 2, 3), tbl)
+	full.round(now, kernel(0, 1, 2, 3), tbl, all)
 	if !full.done || full.refused != 0 {
 		t.Errorf("kernel holding every peer entry: done %v refused %d", full.done, full.refused)
+	}
+
+	// Entries held back until their service exists are not missing.
+	held := newReadBack()
+	if again := held.round(now, kernel(0, 1), tbl, func(e *table.Entry) bool { return e.CAddr == peerConns[0].CAddr || e.CAddr == peerConns[1].CAddr }); again != nil || !held.done {
+		t.Errorf("held-back entries waited for: done %v, again %d", held.done, len(again))
 	}
 }
 
@@ -176,3 +182,6 @@ func TestReadyOnlyOnceKernelHoldsTable(t *testing.T) {
 		t.Errorf("reinjected %d refused %d, want some and none", s.Loop.KernelReinjected, s.Loop.KernelRefused)
 	}
 }
+
+// all wants every entry.
+func all(*table.Entry) bool { return true }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -193,6 +194,33 @@ func (e *engine) handler(reg *prometheus.Registry) http.Handler {
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, "not ready: bulk resync in progress, or the kernel's table not yet read back")
+	})
+	// POST /bind writes the peers' entries held back for every service
+	// and real server that appeared in the kernel, and answers once they
+	// are handed to the kernel: saru asks after declaring its services,
+	// before it turns ready (bind.go).
+	mux.HandleFunc("POST /bind", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		var err error
+		select {
+		case e.bindReq <- done:
+			select {
+			case err = <-done:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not bound: %v\n", err)
+			return
+		}
+		fmt.Fprintln(w, "bound")
 	})
 	mux.HandleFunc("GET /conns", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, conns(e.tbl, time.Now()))
