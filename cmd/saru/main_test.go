@@ -203,6 +203,29 @@ sense: port
 vips: [192.0.2.10]
 settle_time: 10ms
 `, []string{"settle_time: 10ms out of range; use 100ms..10m0s"}},
+		{"persistence split by port", `
+node: d1
+buckets: 4096
+seed: 1
+sense: addrport
+vips: [192.0.2.10]
+services:
+  - address: 192.0.2.10:443
+    persistence: 300s
+    reals: [{address: 10.0.0.5}]
+`, []string{"services[0]: persistence needs sense: addr; with sense: addrport"}},
+		{"persistence by netmask", `
+node: d1
+buckets: 4096
+seed: 1
+sense: addr
+vips: [2001:db8::10]
+services:
+  - address: "[2001:db8::10]:443"
+    persistence: 300s
+    persistence_netmask: 64
+    reals: [{address: "2001:db8:1::5"}]
+`, []string{"services[0]: persistence_netmask /64 cannot be kept across directors"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,6 +256,16 @@ settle_time: 10ms
 	c, err = parseConfig([]byte(goodConfig + "failure_detection: 2s\n"))
 	if err != nil || c.LivenessLease != 800*time.Millisecond {
 		t.Fatalf("liveness_lease %v (%v) at failure_detection 2s, want 800ms", c.LivenessLease, err)
+	}
+	for _, svc := range []string{
+		"  - address: 192.0.2.10:443\n    persistence: 300s\n    reals: [{address: 10.0.0.5}]\n",
+		"  - address: 192.0.2.10:443\n    persistence: 300s\n    persistence_netmask: 32\n    reals: [{address: 10.0.0.5}]\n",
+		"  - fwmark: 1\n    persistence: 300s\n    reals: [{address: 10.0.0.5}]\n",
+	} {
+		cfg := strings.Replace(goodConfig, "sense: addrport", "sense: addr", 1) + "services:\n" + svc
+		if _, err := parseConfig([]byte(cfg)); err != nil {
+			t.Errorf("persistence with sense addr rejected: %v\n%s", err, cfg)
+		}
 	}
 	c, err = parseConfig([]byte(goodConfig + "liveness_lease: off\n"))
 	if err != nil || c.LivenessLease != 0 {
