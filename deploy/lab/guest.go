@@ -193,6 +193,24 @@ func (n *NS) DRRealServer(vips ...string) {
 	}
 }
 
+// TunRealServer makes the namespace a real server for IP-in-IP
+// forwarding on another network: it decapsulates on tunl0 (the ipip
+// module's catch-all device; the module must be loaded), accepts the VIPs
+// there, and answers the clients straight through gateway. The
+// decapsulated packets come in on tunl0 from clients that its routes place
+// behind eth0, so reverse-path filtering is off.
+func (n *NS) TunRealServer(gateway string, vips ...string) {
+	n.g.t.Helper()
+	n.Sh("ip link set tunl0 up")
+	for _, v := range vips {
+		n.Sh("ip addr add %s dev tunl0", v)
+	}
+	for _, dev := range []string{"all", "default", "tunl0", "eth0"} {
+		n.Sysctl("net.ipv4.conf."+dev+".rp_filter", "0")
+	}
+	n.Sh("ip route replace default via %s", gateway)
+}
+
 // NATRealServer makes the namespace a real server behind a NAT director: its
 // default route points at the director so replies are translated back.
 func (n *NS) NATRealServer(gateway string) {

@@ -30,6 +30,17 @@ const (
 	backGateway = "10.2.0.1"
 	backNet     = "10.2.0.0/24"
 	backMAC     = "02:00:5e:00:02:01"
+
+	// The IPv6 topology adds these on the same front LAN: the VIP, the
+	// client, directors fd00::1.. and real servers fd00::11...
+	vip6        = "fd00::50"
+	clientAddr6 = "fd00::100/64"
+
+	// The tunnel topology's real servers are on another network, behind a
+	// router that also links the front LAN.
+	farNet      = "10.3.0.0/24"
+	routerFront = "10.0.0.254"
+	routerFar   = "10.3.0.254"
 )
 
 // topology chooses how the directors reach the real servers.
@@ -47,7 +58,22 @@ type topology struct {
 	// directors get no ipvsadm configuration, and every real server also
 	// answers GET /health on healthPort for saru's HTTP checks.
 	declared bool
+	// sense is saru's sense; addrport when empty.
+	sense string
+	// v6 adds IPv6: the VIP vip6, the client's, directors' and real
+	// servers' addresses beside the IPv4 ones (the sync LAN stays IPv4).
+	v6 bool
+	// tun puts the real servers on another network (farNet) behind a
+	// router, reached by IP-in-IP (ipip forwarding); they answer the
+	// clients straight through the router.
+	tun bool
+	// markPorts, when set, are TCP ports to the VIP that every director
+	// marks with markFWMark before IPVS sees them, for a fwmark service.
+	markPorts []int
 }
+
+// markFWMark is the firewall mark of topology.markPorts.
+const markFWMark = 1
 
 // healthPort is the real servers' HTTP health endpoint (declared
 // topologies only).
@@ -62,8 +88,14 @@ func (tp topology) serverCount() int {
 
 func (tp topology) String() string {
 	s := "DR"
-	if tp.nat {
+	switch {
+	case tp.nat:
 		s = "NAT"
+	case tp.tun:
+		s = "TUN"
+	}
+	if tp.v6 {
+		s += "+IPv6"
 	}
 	if tp.udp {
 		s += "+UDP"
@@ -73,11 +105,17 @@ func (tp topology) String() string {
 
 // serverAddr is real server i's (1-based) address.
 func (tp topology) serverAddr(i int) string {
-	if tp.nat {
+	switch {
+	case tp.nat:
 		return fmt.Sprintf("10.2.0.%d", 10+i)
+	case tp.tun:
+		return fmt.Sprintf("10.3.0.%d", 10+i)
 	}
 	return fmt.Sprintf("10.0.0.%d", 10+i)
 }
+
+// serverAddr6 is real server i's (1-based) IPv6 address (v6 only).
+func serverAddr6(i int) string { return fmt.Sprintf("fd00::%d", 10+i) }
 
 // director describes one director namespace and how to (re)build it.
 type director struct {
@@ -106,7 +144,11 @@ type drFleet struct {
 // startEcho starts real server i's (0-based) echo server.
 func (f *drFleet) startEcho(i int) {
 	rs := f.servers[i]
-	args := []string{"echo-server", "-listen", fmt.Sprintf("0.0.0.0:%d", vipPort), "-name", rs.Name}
+	wildcard := "0.0.0.0"
+	if f.topo.v6 {
+		wildcard = "[::]" // both families
+	}
+	args := []string{"echo-server", "-listen", fmt.Sprintf("%s:%d", wildcard, vipPort), "-name", rs.Name}
 	if f.topo.udp {
 		args = append(args, "-udp")
 	}
@@ -131,13 +173,37 @@ func newLVSFleet(t *testing.T, g *lab.Guest, ndirectors int, tp topology) *drFle
 		g.Hub("back")
 	}
 	f.client = g.NS("client")
-	f.client.Plug("front", "eth0", "", clientAddr)
+	if tp.v6 {
+		f.client.Plug("front", "eth0", "", clientAddr, clientAddr6)
+	} else {
+		f.client.Plug("front", "eth0", "", clientAddr)
+	}
+	if tp.tun {
+		g.Switch("far")
+		router := g.NS("router")
+		router.Plug("front", "eth0", "", routerFront+"/24")
+		router.Plug("far", "eth1", "", routerFar+"/24")
+		router.Sysctl("net.ipv4.ip_forward", "1")
+		// The real servers' replies come from the VIP, which the
+		// router's own routes place on the front LAN.
+		for _, dev := range []string{"all", "default", "eth0", "eth1"} {
+			router.Sysctl("net.ipv4.conf."+dev+".rp_filter", "0")
+		}
+		g.Sh("modprobe ipip")
+	}
 	for i := 1; i <= tp.serverCount(); i++ {
 		rs := g.NS(fmt.Sprintf("rs%d", i))
-		if tp.nat {
+		switch {
+		case tp.nat:
 			rs.Plug("back", "eth0", "", tp.serverAddr(i)+"/24")
 			rs.NATRealServer(backGateway)
-		} else {
+		case tp.tun:
+			rs.Plug("far", "eth0", "", tp.serverAddr(i)+"/24")
+			rs.TunRealServer(routerFar, vip+"/32")
+		case tp.v6:
+			rs.Plug("front", "eth0", "", tp.serverAddr(i)+"/24", serverAddr6(i)+"/64")
+			rs.DRRealServer(vip+"/32", vip6+"/128")
+		default:
 			rs.Plug("front", "eth0", "", tp.serverAddr(i)+"/24")
 			rs.DRRealServer(vip + "/32")
 		}
@@ -163,7 +229,19 @@ func newLVSFleet(t *testing.T, g *lab.Guest, ndirectors int, tp topology) *drFle
 func (f *drFleet) buildDirector(t *testing.T, d *director) {
 	t.Helper()
 	d.ns = f.g.NS(d.name)
-	d.frontDev = d.ns.Plug("front", "eth0", sharedMAC, d.frontIP)
+	if f.topo.v6 {
+		// Every director carries the same MAC, hence the same link-local
+		// address, and the VIP: duplicate address detection would fail
+		// them all.
+		d.ns.Sysctl("net.ipv6.conf.all.accept_dad", "0")
+		d.ns.Sysctl("net.ipv6.conf.default.accept_dad", "0")
+		d.frontDev = d.ns.Plug("front", "eth0", sharedMAC, d.frontIP, fmt.Sprintf("fd00::%d/64", f.id(d)))
+	} else {
+		d.frontDev = d.ns.Plug("front", "eth0", sharedMAC, d.frontIP)
+	}
+	if f.topo.tun {
+		d.ns.Sh("ip route add %s via %s", farNet, routerFront)
+	}
 	d.syncDev = d.ns.Plug("sync", "eth1", "", d.syncIP)
 	method := "-g"
 	if f.topo.nat {
@@ -171,6 +249,16 @@ func (f *drFleet) buildDirector(t *testing.T, d *director) {
 		// NAT replies are forwarded from the back LAN to the client.
 		d.ns.Sysctl("net.ipv4.ip_forward", "1")
 		method = "-m"
+	}
+	if len(f.topo.markPorts) > 0 {
+		// As an operator's mangle rule would: after saru's filter (which
+		// leaves no mark of its own), before IPVS.
+		var ports []string
+		for _, p := range f.topo.markPorts {
+			ports = append(ports, fmt.Sprint(p))
+		}
+		d.ns.Sh(`nft add table ip labmark && nft add chain ip labmark pre '{ type filter hook prerouting priority -150; }' && nft add rule ip labmark pre ip daddr %s tcp dport '{ %s }' meta mark set %d`,
+			vip, strings.Join(ports, ", "), markFWMark)
 	}
 	if f.topo.declared {
 		return // saru declares the services
@@ -206,11 +294,21 @@ func (f *drFleet) reboot(t *testing.T, d *director) {
 func (f *drFleet) takeVIP(t *testing.T, d *director) {
 	t.Helper()
 	d.ns.Sh("ip addr add %s/32 dev eth0", vip)
+	if f.topo.v6 {
+		// Deprecated at once (preferred_lft 0): the VIP still receives,
+		// but the director never picks it as the source of its own
+		// connections, the health checks', whose answers would otherwise
+		// go to the real server's own copy of the VIP.
+		d.ns.Sh("ip addr add %s/128 dev eth0 nodad preferred_lft 0", vip6)
+	}
 }
 
 func (f *drFleet) dropVIP(t *testing.T, d *director) {
 	t.Helper()
 	d.ns.Sh("ip addr del %s/32 dev eth0", vip)
+	if f.topo.v6 {
+		d.ns.Sh("ip addr del %s/128 dev eth0", vip6)
+	}
 }
 
 // holder drives `labtraffic hold` in the client namespace.
@@ -220,8 +318,14 @@ type holder struct {
 
 func startHolder(t *testing.T, client *lab.NS, conns int, interval time.Duration, extra ...string) *holder {
 	t.Helper()
+	return startHolderTo(t, client, fmt.Sprintf("%s:%d", vip, vipPort), conns, interval, extra...)
+}
+
+// startHolderTo is startHolder to another target.
+func startHolderTo(t *testing.T, client *lab.NS, target string, conns int, interval time.Duration, extra ...string) *holder {
+	t.Helper()
 	args := append([]string{"hold",
-		"-target", fmt.Sprintf("%s:%d", vip, vipPort),
+		"-target", target,
 		"-conns", fmt.Sprint(conns),
 		"-interval", interval.String(),
 		"-stall", "1s",

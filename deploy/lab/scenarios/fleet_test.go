@@ -82,6 +82,14 @@ func (f *fleet) saruConfig(d *director, id int) string {
 	if f.topo.nat {
 		nat = "real_server_subnets: [" + backNet + "]\n"
 	}
+	sense := f.topo.sense
+	if sense == "" {
+		sense = "addrport"
+	}
+	vips := vip
+	if f.topo.v6 {
+		vips += ", " + vip6
+	}
 	return nat + fmt.Sprintf(`node: %s
 bind_addr: 10.1.0.%d
 bind_port: 7946
@@ -92,7 +100,7 @@ quorum: 2
 failure_detection: 2s
 buckets: %d
 seed: 20240601
-sense: addrport
+sense: %s
 vips: [%s]
 table: peerlvs
 syncd_status: %s
@@ -100,7 +108,7 @@ readiness_grace: 60s
 handover_step: %s
 handover_hold: 2s
 status_listen: %s
-`, d.name, id, fleetBuckets, vip, syncdStatus, fleetHandoverStep, saruStatus) + f.services
+`, d.name, id, fleetBuckets, sense, vips, syncdStatus, fleetHandoverStep, saruStatus) + f.services
 }
 
 // start boots a director's daemons as its unit files would: syncd first,
@@ -128,7 +136,7 @@ func (f *fleet) writeSaruConfig(d *director) {
 	f.g.Sh("cat > /tmp/saru-%s.yaml <<'EOF'\n%sEOF", d.name, f.saruConfig(d, f.id(d)))
 }
 
-func (f *fleet) id(d *director) int {
+func (f *drFleet) id(d *director) int {
 	for i, x := range f.directors {
 		if x == d {
 			return i + 1

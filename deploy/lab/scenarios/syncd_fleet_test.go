@@ -317,7 +317,8 @@ func TestSyncdTransports(t *testing.T) {
 }
 
 // kernelConns returns the VIP connections d's kernel holds, keyed "TCP
-// addr:port" or "UDP addr:port" by client end, with their state. It reads
+// addr:port" or "UDP addr:port" by client end (TCP to a VIP port other
+// than vipPort: "TCP addr:port>vport"), with their state. It reads
 // /proc/net/ip_vs_conn inside d's namespace (/proc/thread-self/net follows
 // the reading thread's namespace) rather than exec'ing ipvsadm: cheap
 // enough to poll in the emulated guest while the daemons under test work.
@@ -331,15 +332,23 @@ func kernelConns(d *director) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.name, err)
 	}
-	want := netip.MustParseAddr(vip)
+	want, want6 := netip.MustParseAddr(vip), netip.MustParseAddr(vip6)
 	m := make(map[string]string, len(es))
 	for _, e := range es {
-		if e.VAddr != want || e.VPort != vipPort || e.CPort == 0 {
+		if (e.VAddr != want && e.VAddr != want6) || e.CPort == 0 {
+			continue
+		}
+		c := netip.AddrPortFrom(e.CAddr, e.CPort).String()
+		if e.VPort != vipPort {
+			// Another port of the VIP (a fwmark service's): keyed apart.
+			if e.Protocol == syscall.IPPROTO_TCP {
+				m["TCP "+c+">"+fmt.Sprint(e.VPort)] = e.State
+			}
 			continue
 		}
 		switch e.Protocol {
 		case syscall.IPPROTO_TCP:
-			m["TCP "+netip.AddrPortFrom(e.CAddr, e.CPort).String()] = e.State
+			m["TCP "+c] = e.State
 		case syscall.IPPROTO_UDP:
 			m["UDP "+netip.AddrPortFrom(e.CAddr, e.CPort).String()] = e.State
 		}

@@ -92,6 +92,7 @@ type Holder struct {
 	newOK          int
 	newErrors      map[string]int
 	newServers     map[string]int // real server -> new connections it answered
+	newBySource    map[string]map[string]int
 	newAttemptsAll int
 	newOKAll       int
 }
@@ -130,14 +131,15 @@ func NewHolder(cfg HoldConfig) (*Holder, error) {
 	}
 	now := time.Now()
 	return &Holder{
-		cfg:        cfg,
-		target:     target,
-		sem:        make(chan struct{}, dialConcurrency),
-		start:      now,
-		lastReport: now,
-		conns:      make([]heldConn, cfg.Conns),
-		newErrors:  make(map[string]int),
-		newServers: make(map[string]int),
+		cfg:         cfg,
+		target:      target,
+		sem:         make(chan struct{}, dialConcurrency),
+		start:       now,
+		lastReport:  now,
+		conns:       make([]heldConn, cfg.Conns),
+		newErrors:   make(map[string]int),
+		newServers:  make(map[string]int),
+		newBySource: make(map[string]map[string]int),
 	}, nil
 }
 
@@ -361,7 +363,9 @@ func (h *Holder) churn(ctx context.Context) {
 		}
 		wg.Go(func() {
 			c, _, server, err := h.dialEcho(ctx, n, "new "+strconv.Itoa(n))
+			var src string
 			if c != nil {
+				src = addrOnly(c.LocalAddr())
 				c.Close()
 			}
 			if ctx.Err() != nil {
@@ -380,6 +384,18 @@ func (h *Holder) churn(ctx context.Context) {
 			h.newOK++
 			h.newOKAll++
 			h.newServers[server]++
+			if h.newBySource[src] == nil {
+				h.newBySource[src] = map[string]int{}
+			}
+			h.newBySource[src][server]++
 		})
 	}
+}
+
+// addrOnly is a socket address's IP without the port.
+func addrOnly(a net.Addr) string {
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap().String()
+	}
+	return a.String()
 }

@@ -38,10 +38,13 @@ type Report struct {
 	NewErrors          map[string]int `json:"new_errors"`
 	// NewServers counts the interval's new connections by the real server
 	// that answered them.
-	NewServers       map[string]int `json:"new_servers"`
-	NewAttemptsTotal int            `json:"new_attempts_total"`
-	NewOKTotal       int            `json:"new_ok_total"`
-	PerConn          []ConnReport   `json:"per_conn,omitempty"`
+	NewServers map[string]int `json:"new_servers"`
+	// NewBySource counts them by source address, then real server: a
+	// persistent service must give each source one real server.
+	NewBySource      map[string]map[string]int `json:"new_by_source,omitempty"`
+	NewAttemptsTotal int                       `json:"new_attempts_total"`
+	NewOKTotal       int                       `json:"new_ok_total"`
+	PerConn          []ConnReport              `json:"per_conn,omitempty"`
 }
 
 // ConnReport is one held connection in a Report.
@@ -86,6 +89,7 @@ func (h *Holder) Report() Report {
 		NewOK:              h.newOK,
 		NewErrors:          h.newErrors,
 		NewServers:         h.newServers,
+		NewBySource:        h.newBySource,
 		NewAttemptsTotal:   h.newAttemptsAll,
 		NewOKTotal:         h.newOKAll,
 		IntervalMaxStallMS: ms(h.intervalStall),
@@ -141,6 +145,7 @@ func (h *Holder) Report() Report {
 	h.newAttempts, h.newOK = 0, 0
 	h.newErrors = make(map[string]int)
 	h.newServers = make(map[string]int)
+	h.newBySource = make(map[string]map[string]int)
 	return r
 }
 
