@@ -223,6 +223,16 @@ func newLVSFleet(t *testing.T, g *lab.Guest, ndirectors int, tp topology) *drFle
 	return f
 }
 
+// id is d's number: 1 for the first director.
+func (f *drFleet) id(d *director) int {
+	for i, x := range f.directors {
+		if x == d {
+			return i + 1
+		}
+	}
+	return 0
+}
+
 // buildDirector creates (or, after a reboot, recreates) a director namespace
 // with the IPVS service configured but without the VIP: VRRP gives the VIP
 // only to the active director.

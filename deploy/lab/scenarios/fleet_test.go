@@ -136,15 +136,6 @@ func (f *fleet) writeSaruConfig(d *director) {
 	f.g.Sh("cat > /tmp/saru-%s.yaml <<'EOF'\n%sEOF", d.name, f.saruConfig(d, f.id(d)))
 }
 
-func (f *drFleet) id(d *director) int {
-	for i, x := range f.directors {
-		if x == d {
-			return i + 1
-		}
-	}
-	return 0
-}
-
 // kill stops both daemons with SIGKILL and cuts the director off, as a
 // crash or a pulled cable would.
 func (f *fleet) kill(t *testing.T, d *director) {
