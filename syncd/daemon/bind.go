@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/binary"
+	"maps"
 	"net/netip"
 	"time"
 
@@ -35,14 +36,15 @@ import (
 // earlier run reported, which its fresh kernel lacks all the same.)
 
 // bindEvery is how often the kernel's services are read to see pairs
-// appear. A pair that appears between two reads leaves its templates
-// unbound until the next one; saru does not wait for it, it asks for a
-// pass itself (POST /bind) before it turns ready.
+// appear. A pair that appears between two reads keeps its entries held
+// back until the next one; saru does not wait for that, it asks for a pass
+// itself (POST /bind) before it turns ready.
 const bindEvery = time.Second
 
 // bindPair is a service with one of its real servers' addresses. The real
-// server's port is left out: a template written again once too often is
-// only refreshed.
+// server's port is left out (a fwmark service's real servers often have
+// none): an entry whose real server the service has on another port only
+// is written, and stays unbound, as it would have without holding back.
 type bindPair struct {
 	svc   reconcile.Key
 	daddr netip.Addr
@@ -113,7 +115,11 @@ func (e *engine) bindPass(now time.Time) error {
 		e.rej.log(e.log, "bind", now, "cannot read the kernel's services; entries of services that appear since are held back", zap.Error(err))
 		return err
 	}
-	e.bound = pairsOf(vs)
+	cur := pairsOf(vs)
+	if maps.Equal(cur, e.bound) && e.bound != nil {
+		return nil // nothing appeared: the held entries still wait
+	}
+	e.bound = cur
 	n := 0
 	for k := range e.held {
 		en, ok := e.tbl.Get(&k)
@@ -141,12 +147,25 @@ func (e *engine) notHeld(en *table.Entry) bool {
 	return !held
 }
 
-// bindTick runs a pass when one is due and releases the POST /bind callers
-// whose pass has been handed to the kernel.
+// heldSweepEvery is how often held keys whose entries left the table
+// (expired while their service never came) are forgotten.
+const heldSweepEvery = 30 * time.Second
+
+// bindTick runs a pass when one is due, forgets held keys gone from the
+// table, and releases the POST /bind callers whose pass has been handed
+// to the kernel.
 func (e *engine) bindTick(now time.Time) {
 	if e.kio.Services != nil && !now.Before(e.nextBind) {
 		e.nextBind = now.Add(bindEvery)
 		_ = e.bindPass(now)
+	}
+	if len(e.held) > 0 && !now.Before(e.nextSweep) {
+		e.nextSweep = now.Add(heldSweepEvery)
+		for k := range e.held {
+			if _, ok := e.tbl.Get(&k); !ok {
+				delete(e.held, k)
+			}
+		}
 	}
 	if len(e.bindWaiters) > 0 && len(e.inj.queue) == 0 {
 		for _, w := range e.bindWaiters {

@@ -42,8 +42,8 @@ type KernelIO struct {
 	// decide whether idle own entries are still alive. Nil: they expire.
 	Conns func() ([]procconn.Entry, error)
 	// Services lists the kernel's services with their real servers, to
-	// bind synced persistence templates (bind.go). Nil: templates that
-	// arrive before their service stay unbound.
+	// hold back peers' entries whose service the kernel lacks (bind.go).
+	// Nil: every entry is written at once.
 	Services func() ([]reconcile.Virtual, error)
 }
 
@@ -67,6 +67,7 @@ type engine struct {
 	bound       map[bindPair]bool
 	held        map[table.Key]struct{}
 	nextBind    time.Time
+	nextSweep   time.Time
 	bindReq     chan chan error
 	bindWaiters []chan error
 
