@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/peerlvs/peerlvs/filter"
-	"github.com/peerlvs/peerlvs/ipvs"
 	"github.com/peerlvs/peerlvs/saru/allocate"
 	"github.com/peerlvs/peerlvs/saru/controller"
 	"github.com/peerlvs/peerlvs/saru/fitness"
@@ -264,7 +263,7 @@ func parseConfig(data []byte) (config, error) {
 		if s.Virtual.FWMark == 0 && !slices.Contains(c.VIPs, s.Virtual.Address) {
 			bad(fmt.Sprintf("services[%d].address", i), "%s is not among vips: every director would accept its flows, unsplit; add it to vips", s.Virtual.Address)
 		}
-		if err := persistenceKept(s.Virtual, c.Sense); err != nil {
+		if err := services.PersistenceKept(s.Virtual, c.Sense); err != nil {
 			bad(fmt.Sprintf("services[%d]", i), "%v", err)
 		}
 	}
@@ -276,28 +275,4 @@ func parseConfig(data []byte) (config, error) {
 		}
 	}
 	return c, errors.Join(errs...)
-}
-
-// persistenceKept says why a persistent service cannot keep its promise
-// under sense, if it cannot. A persistence template lives in the kernel of
-// the director that scheduled the client's first connection and reaches
-// the others only through sync. Only when every connection of one template
-// (one client address) falls in one bucket does a single director schedule
-// them all; otherwise two directors each pick a real server for the same
-// client within the sync delay, and the client is split.
-func persistenceKept(v ipvs.Service, sense filter.Sense) error {
-	if v.Timeout == 0 {
-		return nil
-	}
-	if sense != filter.SenseAddr {
-		return fmt.Errorf("persistence needs sense: addr; with sense: %s one client's connections fall in different buckets, so two directors each choose a real server for it before the other's persistence template arrives", sense)
-	}
-	full := 32
-	if v.Address.Is6() {
-		full = 128
-	}
-	if v.Netmask != 0 && v.Netmask != full {
-		return fmt.Errorf("persistence_netmask /%d cannot be kept across directors: sense addr hashes the whole client address, so clients of one /%d fall on different directors, each choosing its own real server; drop persistence_netmask (one client per template)", v.Netmask, v.Netmask)
-	}
-	return nil
 }

@@ -133,6 +133,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	go svc.monitor.Run(ctx)
 	go svc.gossip.Run(ctx)
 	go svc.mgr.Run(ctx)
+	go warnPersistence(ctx, svc.kernel, cfg.Sense, persistenceCheckEvery, log)
 	log.Info("saru running", zap.String("version", version), zap.String("gossip", node.LocalAddr()),
 		zap.String("status", cfg.StatusListen), zap.Duration("readiness_grace", cfg.ReadinessGrace))
 	_, _ = sdnotify.Notify(sdnotify.Ready) // gossip, controller and status endpoint are up (not: owning buckets)

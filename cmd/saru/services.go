@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/peerlvs/peerlvs/filter"
 	"github.com/peerlvs/peerlvs/ipvs"
 	"github.com/peerlvs/peerlvs/ipvs/reconcile"
 	"github.com/peerlvs/peerlvs/saru/controller"
@@ -27,6 +28,7 @@ import (
 
 // servicesParts are the pieces of the services room `saru run` starts.
 type servicesParts struct {
+	kernel  *lazyKernel
 	mgr     *services.Manager
 	monitor *health.Monitor
 	gossip  *verdict.Gossip
@@ -35,11 +37,12 @@ type servicesParts struct {
 func newServices(cfg config, node *member.Node, reg prometheus.Registerer, log *zap.Logger) (servicesParts, error) {
 	board := verdict.NewBoard()
 	p := servicesParts{
+		kernel:  &lazyKernel{},
 		monitor: health.NewMonitor(health.Probe, 0, nil),
 		gossip:  verdict.NewGossip(cfg.Node, node.Run(), node, board, 0, log),
 	}
 	var err error
-	p.mgr, err = services.NewManager(services.Config{Kernel: &lazyKernel{}, Monitor: p.monitor, Gossip: p.gossip, Board: board,
+	p.mgr, err = services.NewManager(services.Config{Kernel: p.kernel, Monitor: p.monitor, Gossip: p.gossip, Board: board,
 		Self: cfg.Node, Fleet: fleetView(node), Local: cfg.LocalVerdicts, Logger: log, Registry: reg})
 	if err != nil {
 		return p, err
@@ -64,6 +67,38 @@ func fleetView(node *member.Node) services.FleetView {
 			}
 		}
 		return ready, peers
+	}
+}
+
+// persistenceCheckEvery is how often the kernel's services are looked at
+// for persistence the fleet cannot keep.
+const persistenceCheckEvery = time.Minute
+
+// warnPersistence logs, once per service, a persistent service in the
+// kernel that the fleet's sense cannot keep: one configured by hand or by
+// another tool, since the services: section refuses them outright. A
+// kernel without IPVS has none to warn about.
+func warnPersistence(ctx context.Context, k reconcile.Kernel, sense filter.Sense, every time.Duration, log *zap.Logger) {
+	warned := map[reconcile.Key]bool{}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if svcs, err := k.Services(); err == nil {
+			for _, s := range svcs {
+				key := reconcile.KeyOf(s)
+				err := services.PersistenceKept(s, sense)
+				if err != nil && !warned[key] {
+					log.Warn("a persistent service in the kernel cannot keep persistence across this fleet's directors",
+						zap.Stringer("service", s), zap.Error(err))
+				}
+				warned[key] = err != nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

@@ -3,18 +3,23 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/peerlvs/peerlvs/filter"
+	"github.com/peerlvs/peerlvs/ipvs"
 	"github.com/peerlvs/peerlvs/ipvs/reconcile"
 	"github.com/peerlvs/peerlvs/saru/health"
 	"github.com/peerlvs/peerlvs/saru/services"
 	"github.com/peerlvs/peerlvs/saru/verdict"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 type noPeers struct{}
@@ -101,5 +106,26 @@ func TestServicesDiff(t *testing.T) {
 		if !strings.Contains(out.String(), w) {
 			t.Fatalf("saru status lacks %q:\n%s", w, out.String())
 		}
+	}
+}
+
+// A persistent service configured by hand that the fleet's sense cannot
+// keep is named once in the log, and again only if it comes back after
+// being fixed.
+func TestWarnPersistence(t *testing.T) {
+	persistent := ipvs.Service{Protocol: ipvs.TCP, Address: netip.MustParseAddr("192.0.2.10"), Port: 443, Timeout: 300 * time.Second}
+	plain := ipvs.Service{Protocol: ipvs.TCP, Address: netip.MustParseAddr("192.0.2.10"), Port: 80}
+	k := reconcile.NewFake(reconcile.Virtual{Service: persistent}, reconcile.Virtual{Service: plain})
+	core, logs := observer.New(zap.WarnLevel)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { warnPersistence(ctx, k, filter.SenseAddrPort, 10*time.Millisecond, zap.New(core)); close(done) }()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	<-done
+	entries := logs.All()
+	if len(entries) != 1 || !strings.Contains(fmt.Sprint(entries[0].ContextMap()["service"]), "192.0.2.10:443") ||
+		!strings.Contains(fmt.Sprint(entries[0].ContextMap()["error"]), "persistence needs sense: addr") {
+		t.Fatalf("warnings: %v", entries)
 	}
 }
