@@ -57,13 +57,7 @@ func (m *syncdMode) start(t *testing.T, f *drFleet, d *director) {
 	if d.proc != nil {
 		return
 	}
-	id := 0
-	for i, x := range f.directors {
-		if x == d {
-			id = i + 1
-		}
-	}
-	f.g.Sh("cat > /tmp/%s.yaml <<'EOF'\n%sEOF", d.name, m.config(f, d, id))
+	f.g.Sh("cat > /tmp/%s.yaml <<'EOF'\n%sEOF", d.name, m.config(f, d, f.id(d)))
 	d.proc = d.ns.Start("syncd", "run", "--config", "/tmp/"+d.name+".yaml")
 	waitReady(t, d)
 }
