@@ -44,6 +44,7 @@ copy_with_libs /usr/sbin/tc /usr/sbin/tc
 copy_with_libs /usr/sbin/bridge /usr/sbin/bridge
 copy_with_libs /usr/sbin/ipvsadm /usr/sbin/ipvsadm
 copy_with_libs /usr/sbin/nft /usr/sbin/nft
+copy_with_libs /usr/sbin/keepalived /usr/sbin/keepalived
 # tc's netem reads its delay distributions from here.
 if [ -d /usr/lib/x86_64-linux-gnu/tc ]; then
 	mkdir -p "$tree/usr/lib/x86_64-linux-gnu"

@@ -49,8 +49,10 @@ step() {
 }
 
 # Debian packages the lab uses on the host. kmod gives depmod/modprobe for
-# the guest tree; cpio packs the initramfs.
-pkgs=(qemu-system-x86 busybox-static ipvsadm nftables iproute2 kmod cpio)
+# the guest tree; cpio packs the initramfs; keepalived is the baseline the
+# scenarios compare with (copied into the guest, never run on the host: its
+# unit starts only with an /etc/keepalived/keepalived.conf).
+pkgs=(qemu-system-x86 busybox-static ipvsadm nftables iproute2 kmod cpio keepalived)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
