@@ -165,8 +165,8 @@ func (k *lazyKernel) do(f func(*ipvs.Handle) error) error {
 
 // servicesReadiness holds a director back from ready until the kernel
 // holds its declared services: it must not take flows it cannot forward.
-// Only then is syncd asked, so that it binds the persistence templates it
-// wrote before the services existed (syncready.Source.BindURL).
+// Only then is syncd asked, so that it writes the entries it held back
+// until those services existed (syncready.Source.BindURL).
 type servicesReadiness struct {
 	inner controller.ReadinessSource
 	mgr   *services.Manager

@@ -19,11 +19,11 @@ import (
 // design's "bulk resync complete, or a bounded timeout"); Timeout 0 waits for
 // syncd without a bound.
 //
-// With BindURL, a ready syncd is also asked to bind the persistence
-// templates it wrote before the kernel held their services (syncd's POST
-// /bind), and counts as ready only once it has: a template left unbound
-// sends its client's next connection to another real server. Ask only
-// once the services this director declares are in the kernel.
+// With BindURL, a ready syncd is also asked to write the entries it held
+// back until the kernel held their services (syncd's POST /bind), and
+// counts as ready only once it has: a director must not take buckets whose
+// connections are not in its kernel. Ask only once the services this
+// director declares are in the kernel.
 type Source struct {
 	URL     string // e.g. http://127.0.0.1:9476/ready
 	BindURL string // e.g. http://127.0.0.1:9476/bind; "" not to ask

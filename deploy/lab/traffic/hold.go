@@ -365,7 +365,7 @@ func (h *Holder) churn(ctx context.Context) {
 			c, _, server, err := h.dialEcho(ctx, n, "new "+strconv.Itoa(n))
 			var src string
 			if c != nil {
-				src = addrOnly(c.LocalAddr())
+				src = c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap().String()
 				c.Close()
 			}
 			if ctx.Err() != nil {
@@ -390,12 +390,4 @@ func (h *Holder) churn(ctx context.Context) {
 			h.newBySource[src][server]++
 		})
 	}
-}
-
-// addrOnly is a socket address's IP without the port.
-func addrOnly(a net.Addr) string {
-	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-		return ap.Addr().Unmap().String()
-	}
-	return a.String()
 }
