@@ -60,6 +60,8 @@ type topology struct {
 	declared bool
 	// sense is saru's sense; addrport when empty.
 	sense string
+	// detect is saru's failure_detection; fleetDetect when zero.
+	detect time.Duration
 	// v6 adds IPv6: the VIP vip6, the client's, directors' and real
 	// servers' addresses beside the IPv4 ones (the sync LAN stays IPv4).
 	v6 bool

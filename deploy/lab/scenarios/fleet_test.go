@@ -30,6 +30,10 @@ const (
 	fleetConns    = 120
 	fleetNewRate  = 10 // new connections per second during the whole run
 	fleetSettleOK = 3 * time.Second
+	// fleetDetect is saru's failure_detection unless the topology says
+	// otherwise: fast enough for crash figures that compare, slow enough
+	// that the unloaded guest never flaps.
+	fleetDetect = 2 * time.Second
 	// fleetHandoverStep is saru's handover_step: the least a taker waits
 	// after seeing a planned move, on top of waiting for the giver's
 	// release.
@@ -86,6 +90,10 @@ func (f *fleet) saruConfig(d *director, id int) string {
 	if sense == "" {
 		sense = "addrport"
 	}
+	detect := f.topo.detect
+	if detect == 0 {
+		detect = fleetDetect
+	}
 	vips := vip
 	if f.topo.v6 {
 		vips += ", " + vip6
@@ -97,7 +105,7 @@ seeds: [10.1.0.1:7946, 10.1.0.2:7946, 10.1.0.3:7946]
 gossip_key_file: /tmp/gossip.key
 weight: 1
 quorum: 2
-failure_detection: 2s
+failure_detection: %s
 buckets: %d
 seed: 20240601
 sense: %s
@@ -108,7 +116,7 @@ readiness_grace: 60s
 handover_step: %s
 handover_hold: 2s
 status_listen: %s
-`, d.name, id, fleetBuckets, sense, vips, syncdStatus, fleetHandoverStep, saruStatus) + f.services
+`, d.name, id, detect, fleetBuckets, sense, vips, syncdStatus, fleetHandoverStep, saruStatus) + f.services
 }
 
 // start boots a director's daemons as its unit files would: syncd first,
