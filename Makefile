@@ -73,10 +73,12 @@ lint:
 chaos:
 	PEERLVS_CHAOS_DURATION=$${PEERLVS_CHAOS_DURATION:-10m} $(GO) test -count=1 -v -timeout 20m -run 'TestSaruChaos$$' ./cmd/saru/
 
-# The main job: the lab demo. It boots the lab twice: two directors failing
-# over with the stock kernel daemons and then with syncd (side by side), and
-# the three-director active-active fleet (saru + syncd) through six events,
-# with a live view of the events; each ends with its table.
+# The main job: the lab demo. It boots the lab twice: a pair of directors
+# failing over and back with real keepalived (VRRP + lvs_sync_daemon),
+# keepalived's VRRP with syncd, the saru pair and the scripted kernel
+# threads (side by side), and the three-director active-active fleet
+# (saru + syncd) through six events, with a live view of the events; each
+# ends with its table.
 demo: lab-setup
 	PEERLVS_LAB_LIVE=1 $(GO) test -count=1 -p 1 -v -timeout 20m -run 'TestFailover$$|TestFleet$$' ./deploy/lab/scenarios/
 

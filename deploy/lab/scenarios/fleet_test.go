@@ -67,7 +67,18 @@ func newFleetWith(t *testing.T, g *lab.Guest, tp topology) *fleet {
 // director's saru.yaml.
 func newFleetServices(t *testing.T, g *lab.Guest, tp topology, services string) *fleet {
 	t.Helper()
-	f := &fleet{drFleet: newLVSFleet(t, g, 3, tp), syncd: &syncdMode{}, saru: map[string]*lab.Proc{}, services: services}
+	f := newFleetOf(t, g, 3, tp, services)
+	for _, d := range f.directors {
+		f.start(t, d)
+	}
+	return f
+}
+
+// newFleetOf builds n directors for the fleet without starting their
+// daemons.
+func newFleetOf(t *testing.T, g *lab.Guest, n int, tp topology, services string) *fleet {
+	t.Helper()
+	f := &fleet{drFleet: newLVSFleet(t, g, n, tp), syncd: &syncdMode{}, saru: map[string]*lab.Proc{}, services: services}
 	// A scenario that fails in the guest shows what every saru said.
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -75,9 +86,6 @@ func newFleetServices(t *testing.T, g *lab.Guest, tp topology, services string) 
 		}
 	})
 	g.Sh("head -c 32 /dev/urandom | base64 > /tmp/gossip.key && chmod 600 /tmp/gossip.key")
-	for _, d := range f.directors {
-		f.start(t, d)
-	}
 	return f
 }
 
@@ -98,13 +106,23 @@ func (f *fleet) saruConfig(d *director, id int) string {
 	if f.topo.v6 {
 		vips += ", " + vip6
 	}
+	// Every director a seed; a majority the quorum, except for a pair,
+	// which has none to spare (operator guide, section 6).
+	var seeds []string
+	for i := range f.directors {
+		seeds = append(seeds, fmt.Sprintf("10.1.0.%d:7946", i+1))
+	}
+	quorum := len(f.directors)/2 + 1
+	if len(f.directors) == 2 {
+		quorum = 1
+	}
 	return nat + fmt.Sprintf(`node: %s
 bind_addr: 10.1.0.%d
 bind_port: 7946
-seeds: [10.1.0.1:7946, 10.1.0.2:7946, 10.1.0.3:7946]
+seeds: [%s]
 gossip_key_file: /tmp/gossip.key
 weight: 1
-quorum: 2
+quorum: %d
 failure_detection: %s
 buckets: %d
 seed: 20240601
@@ -116,7 +134,7 @@ readiness_grace: 60s
 handover_step: %s
 handover_hold: 2s
 status_listen: %s
-`, d.name, id, detect, fleetBuckets, sense, vips, syncdStatus, fleetHandoverStep, saruStatus) + f.services
+`, d.name, id, strings.Join(seeds, ", "), quorum, detect, fleetBuckets, sense, vips, syncdStatus, fleetHandoverStep, saruStatus) + f.services
 }
 
 // start boots a director's daemons as its unit files would: syncd first,

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/peerlvs/peerlvs/deploy/lab"
 )
 
 // syncdMode runs syncd on every director, all the time: there is no master
@@ -87,37 +85,5 @@ func (m *syncdMode) down(t *testing.T, _ *drFleet, d *director) {
 	if d.proc != nil {
 		d.proc.Kill() // SIGKILL: a crash, not a clean shutdown
 		d.proc = nil
-	}
-}
-
-type failoverResult struct {
-	Kernel []stepResult `json:"kernel"`
-	Syncd  []stepResult `json:"syncd"`
-}
-
-// TestFailover runs the two-director failover sequence twice in one boot,
-// first with the stock kernel daemons, then with syncd, and prints the two
-// side by side: the kernel baseline and the number syncd must beat.
-func TestFailover(t *testing.T) {
-	const conns = 50
-	res := lab.Run(t, lab.Options{Timeout: 8 * time.Minute}, func(t *testing.T, g *lab.Guest) failoverResult {
-		var r failoverResult
-		r.Kernel = failoverSequence(t, g, kernelSync{}, conns)
-		g.Reset()
-		r.Syncd = failoverSequence(t, g, &syncdMode{}, conns)
-		return r
-	})
-	t.Logf("\n50 long-lived TCP connections through two DR directors, VRRP-style VIP moves:\n%s",
-		sideBySide([]string{"kernel daemons", "syncd"}, res.Kernel, res.Syncd))
-	if len(res.Kernel) != 6 || len(res.Syncd) != 6 {
-		t.Fatalf("expected 6 steps per mode, got %d and %d", len(res.Kernel), len(res.Syncd))
-	}
-	if res.Kernel[1].Survived != conns {
-		t.Errorf("the stock daemons must carry every connection through the first failover: %+v", res.Kernel[1])
-	}
-	for _, s := range res.Syncd {
-		if s.Survived != conns {
-			t.Errorf("syncd: %s: %d of %d connections survived", s.Step, s.Survived, s.Conns)
-		}
 	}
 }

@@ -72,6 +72,10 @@ type heldConn struct {
 	stalls   int
 	maxStall time.Duration
 	sentAt   time.Time // of the probe in flight; zero if none
+	// afterMark is when the first probe sent after the last Mark was
+	// answered (zero: not yet), markRTT its round trip.
+	afterMark time.Time
+	markRTT   time.Duration
 }
 
 // Holder holds TCP connections through a virtual service and probes them,
@@ -95,6 +99,23 @@ type Holder struct {
 	newBySource    map[string]map[string]int
 	newAttemptsAll int
 	newOKAll       int
+	// markAt is the last Mark.
+	markAt time.Time
+}
+
+// Mark starts watching each connection for the reply to its first probe
+// sent from now on: a scenario marks right after it cut a director off,
+// and the replies tell when the connections that director carried were
+// forwarded again (Report.FirstReplyAfterMark). Replies to probes sent
+// earlier do not count: in direct routing they may come straight from the
+// real server after the cut.
+func (h *Holder) Mark() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.markAt = time.Now()
+	for i := range h.conns {
+		h.conns[i].afterMark, h.conns[i].markRTT = time.Time{}, 0
+	}
 }
 
 // NewHolder checks cfg and fills in defaults.
@@ -306,6 +327,9 @@ func (h *Holder) hold(ctx context.Context, id int) {
 			return
 		}
 		rtt := now.Sub(sent)
+		if !h.markAt.IsZero() && hc.afterMark.IsZero() && !sent.Before(h.markAt) {
+			hc.afterMark, hc.markRTT = now, rtt
+		}
 		hc.probes++
 		h.probes++
 		hc.maxStall = max(hc.maxStall, rtt)

@@ -117,6 +117,7 @@ func TestHoldStall(t *testing.T) {
 	})
 	waitReport(t, h, 3*time.Second, func(r Report) bool { return r.Open == conns })
 	armed.Add(1)
+	h.Mark()
 	// Poll through the pause until every connection has had its delayed
 	// reply; polling starts new intervals, so collect their maxima.
 	var sawWaiting bool
@@ -154,8 +155,18 @@ func TestHoldStall(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	if r := h.Report(); r.IntervalMaxStallMS >= ms(pause) || r.Stalled != conns || r.Broken != 0 {
+	r = h.Report()
+	if r.IntervalMaxStallMS >= ms(pause) || r.Stalled != conns || r.Broken != 0 {
 		t.Errorf("the interval after the pause: %+v", r)
+	}
+	// A connection whose probe was already delayed before the mark sends
+	// its first probe after the mark once the pause is over, and is not
+	// counted as caught; the others are, and the first of them was
+	// answered only after the pause.
+	marked, err1 := time.Parse(time.RFC3339Nano, r.MarkTime)
+	first, err2 := time.Parse(time.RFC3339Nano, r.FirstReplyAfterMark)
+	if err1 != nil || err2 != nil || r.MarkStalled == 0 || first.Sub(marked) < pause/2 {
+		t.Errorf("after a mark and a pause: %d caught, first reply %v after the mark (%v %v)", r.MarkStalled, first.Sub(marked), err1, err2)
 	}
 }
 
@@ -392,8 +403,17 @@ func TestHoldServe(t *testing.T) {
 			t.Errorf("report %+v", r)
 		}
 		trigger <- struct{}{}
-		if r := next("triggered report"); r.Final || r.Conns != 2 {
+		if r := next("triggered report"); r.Final || r.Conns != 2 || r.MarkTime != "" || r.FirstReplyAfterMark != "" {
 			t.Errorf("triggered report %+v", r)
+		}
+		io.WriteString(cmdW, "mark\n")
+		time.Sleep(200 * time.Millisecond) // probes every 20 ms
+		io.WriteString(cmdW, "report\n")
+		r := next("report after a mark")
+		marked, err1 := time.Parse(time.RFC3339Nano, r.MarkTime)
+		first, err2 := time.Parse(time.RFC3339Nano, r.FirstReplyAfterMark)
+		if err1 != nil || err2 != nil || first.Before(marked) {
+			t.Errorf("report after a mark: marked %q, first reply after it %q", r.MarkTime, r.FirstReplyAfterMark)
 		}
 		io.WriteString(cmdW, "  bogus \n\n QUIT\n")
 		if r := next("final report"); !r.Final || r.Open+r.Connecting != 2 {

@@ -45,6 +45,14 @@ type Report struct {
 	NewAttemptsTotal int                       `json:"new_attempts_total"`
 	NewOKTotal       int                       `json:"new_ok_total"`
 	PerConn          []ConnReport              `json:"per_conn,omitempty"`
+	// MarkTime is the last "mark" (RFC 3339). FirstReplyAfterMark is the
+	// first reply to a probe sent after it among the connections whose
+	// first such probe stalled (the ones an outage caught), or among all
+	// if none stalled; empty if none was answered yet. MarkStalled counts
+	// the connections whose first probe after the mark stalled.
+	MarkTime            string `json:"mark_time,omitempty"`
+	FirstReplyAfterMark string `json:"first_reply_after_mark,omitempty"`
+	MarkStalled         int    `json:"mark_stalled,omitempty"`
 }
 
 // ConnReport is one held connection in a Report.
@@ -93,6 +101,31 @@ func (h *Holder) Report() Report {
 		NewAttemptsTotal:   h.newAttemptsAll,
 		NewOKTotal:         h.newOKAll,
 		IntervalMaxStallMS: ms(h.intervalStall),
+	}
+	if !h.markAt.IsZero() {
+		r.MarkTime = h.markAt.Format(time.RFC3339Nano)
+	}
+	var first, firstStalled time.Time
+	for i := range h.conns {
+		hc := &h.conns[i]
+		if hc.afterMark.IsZero() {
+			continue
+		}
+		if first.IsZero() || hc.afterMark.Before(first) {
+			first = hc.afterMark
+		}
+		if hc.markRTT > h.cfg.Stall {
+			r.MarkStalled++
+			if firstStalled.IsZero() || hc.afterMark.Before(firstStalled) {
+				firstStalled = hc.afterMark
+			}
+		}
+	}
+	if !firstStalled.IsZero() {
+		first = firstStalled
+	}
+	if !first.IsZero() {
+		r.FirstReplyAfterMark = first.Format(time.RFC3339Nano)
 	}
 	intervalStall := h.intervalStall
 	var maxStall time.Duration
@@ -151,8 +184,8 @@ func (h *Holder) Report() Report {
 
 // Console is how a scenario steers a running holder.
 type Console struct {
-	// Commands carries lines: "report" prints a report, "quit" ends the
-	// run. End of input is not a quit: a holder started with its input
+	// Commands carries lines: "report" prints a report, "mark" calls
+	// Holder.Mark, "quit" ends the run. End of input is not a quit: a holder started with its input
 	// closed runs on, steered by Trigger and its deadline.
 	Commands io.Reader
 	// Trigger prints a report on every receive (SIGUSR1 in the CLI).
@@ -221,10 +254,12 @@ func (h *Holder) Serve(ctx context.Context, c Console) error {
 					<-done
 					return err
 				}
+			case "mark":
+				h.Mark()
 			case "quit", "exit":
 				cancel()
 			default:
-				complain("unknown command %q: want report or quit\n", cmd)
+				complain("unknown command %q: want report, mark or quit\n", cmd)
 			}
 		}
 	}
