@@ -40,6 +40,21 @@ func TestCompute(t *testing.T) {
 			{Name: "d2", Weight: 1, State: member.StateReady, FingerprintOK: true},
 			mb("d3", 1, member.StateReady, false), mb("d4", 1, member.StateReady, false), mb("d5", 1, member.StateReady, false)},
 			[]string{"d2"}, []string{"d1", "d3", "d4", "d5"}, 0},
+		// A pair with different settings, as while an operator reloads
+		// one after the other: d1's side keeps owning, in both views.
+		{"tie, seen from the first", []member.Member{
+			{Name: "d1", Weight: 1, State: member.StateReady, FingerprintOK: true, Local: true},
+			mb("d2", 1, member.StateReady, false)},
+			[]string{"d1"}, []string{"d2"}, 0},
+		{"tie, seen from the second", []member.Member{
+			mb("d1", 1, member.StateReady, false),
+			{Name: "d2", Weight: 1, State: member.StateReady, FingerprintOK: true, Local: true}},
+			nil, []string{"d1", "d2"}, 0},
+		{"tie of four, seen from the second side", []member.Member{
+			mb("a", 1, member.StateReady, false), mb("b", 1, member.StateReady, false),
+			{Name: "c", Weight: 1, State: member.StateReady, FingerprintOK: true, Local: true},
+			mb("d", 1, member.StateReady, true)},
+			[]string{"d"}, []string{"a", "b", "c"}, 0},
 		{"weight zero", append(slices.Clone(ready), mb("d4", 0, member.StateReady, true)), []string{"d1", "d2", "d3"}, []string{"d4"}, 0},
 		{"quorum 2 met", ready, []string{"d1", "d2", "d3"}, nil, 2},
 		{"quorum 3 met", ready, []string{"d1", "d2", "d3"}, nil, 3},

@@ -19,8 +19,12 @@ import (
 // disagree with us than agree (ourselves included), we assume the fault is
 // ours and leave the local member out too: a lone misconfigured director
 // then owns nothing instead of claiming every bucket while the fleet also
-// serves them. On a tie we keep owning; duplicate acceptance is the lesser
-// evil than nobody accepting.
+// serves them. On a tie the side of the first member by name keeps owning
+// and the other side leaves itself out: both sides see the same two
+// groups, so they agree which one that is. A pair whose operator reloads
+// a new setting (a service) on one director, then on the other, would
+// otherwise have both accept every bucket in between: the lab's migration
+// reset held connections that way.
 func Eligible(ms []member.Member) []allocate.Member {
 	var out []allocate.Member
 	for _, m := range present(ms) {
@@ -53,14 +57,18 @@ func present(ms []member.Member) []member.Member {
 
 func inMinority(ms []member.Member) bool {
 	agree, disagree := 0, 0
-	for _, m := range ms {
+	var first *member.Member
+	for i, m := range ms {
 		if m.FingerprintOK {
 			agree++
 		} else {
 			disagree++
 		}
+		if first == nil || m.Name < first.Name {
+			first = &ms[i]
+		}
 	}
-	return disagree > agree
+	return disagree > agree || (disagree == agree && first != nil && !first.FingerprintOK)
 }
 
 // Compute is the allocation every director computes from the same view.
