@@ -1,7 +1,6 @@
 package scenarios
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,25 +18,6 @@ type vrrpResult struct {
 	FailoverMS  float64 `json:"failover_ms"`  // A killed -> the VIP on B
 	PreemptMS   float64 `json:"preempt_ms"`   // A back -> the VIP on A only
 	ClientAfter bool    `json:"client_after"` // the client reaches the VIP after each move
-}
-
-// keepalivedConf is a director's keepalived.conf: one VRRP instance
-// holding the VIP, advertisements every second, as the issue's users run it.
-func keepalivedConf(priority int) string {
-	return fmt.Sprintf(`global_defs {
-    router_id lab
-}
-vrrp_instance VI_1 {
-    state BACKUP
-    interface eth0
-    virtual_router_id 51
-    priority %d
-    advert_int 1
-    virtual_ipaddress {
-        %s/32
-    }
-}
-`, priority, vip)
 }
 
 func TestKeepalivedVRRP(t *testing.T) {
@@ -66,7 +46,7 @@ func vrrpSequence(t *testing.T, g *lab.Guest) vrrpResult {
 	a.dev = a.ns.Plug("front", "eth0", "", "10.0.0.1/24")
 	b.dev = b.ns.Plug("front", "eth0", "", "10.0.0.2/24")
 	start := func(d *dir) {
-		g.Sh("cat > /tmp/%s.conf <<'EOF'\n%sEOF", d.ns.Name, keepalivedConf(d.prio))
+		g.Sh("cat > /tmp/%s.conf <<'EOF'\n%sEOF", d.ns.Name, pairKeepalivedConf(d.prio, false))
 		// Each instance its own pid files: they share the guest's /run.
 		d.proc = d.ns.Start("keepalived", "--dont-fork", "--log-console", "--vrrp",
 			"-f", "/tmp/"+d.ns.Name+".conf", "-p", "/tmp/"+d.ns.Name+".pid", "-r", "/tmp/"+d.ns.Name+"-vrrp.pid")

@@ -113,19 +113,23 @@ func (m *migration) startKA(d *director) {
 		"-r", "/tmp/"+d.name+"-vrrp.pid", "-c", "/tmp/"+d.name+"-checkers.pid")
 }
 
-// stopKA is `systemctl stop keepalived`: SIGTERM, keepalived cleans up.
-func (m *migration) stopKA(d *director) {
+// stop is `systemctl stop`: SIGTERM, and the daemon's own clean-up, of
+// d's process in procs.
+func (m *migration) stop(procs map[string]*lab.Proc, what string, d *director) {
 	t := m.t
 	t.Helper()
-	p := m.ka[d.name]
+	p := procs[d.name]
 	if err := p.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("stop keepalived on %s: %v", d.name, err)
+		t.Fatalf("stop %s on %s: %v", what, d.name, err)
 	}
 	if err := p.Wait(20 * time.Second); err != nil {
-		t.Logf("keepalived on %s after SIGTERM: %v", d.name, err)
+		t.Logf("%s on %s after SIGTERM: %v", what, d.name, err)
 	}
-	delete(m.ka, d.name)
+	delete(procs, d.name)
 }
+
+// stopKA is `systemctl stop keepalived`: it cleans up what it made.
+func (m *migration) stopKA(d *director) { m.t.Helper(); m.stop(m.ka, "keepalived", d) }
 
 // killKA is `systemctl kill -s KILL keepalived`: every keepalived process
 // of d, without its clean-up.
@@ -197,20 +201,9 @@ func (m *migration) startSyncd(d *director, compat bool) {
 	}
 }
 
-// stopSyncd is `systemctl stop syncd`: SIGTERM, syncd stops the kernel
-// threads it started.
-func (m *migration) stopSyncd(d *director) {
-	t := m.t
-	t.Helper()
-	p := m.syncd[d.name]
-	if err := p.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("stop syncd on %s: %v", d.name, err)
-	}
-	if err := p.Wait(20 * time.Second); err != nil {
-		t.Logf("syncd on %s after SIGTERM: %v", d.name, err)
-	}
-	delete(m.syncd, d.name)
-}
+// stopSyncd is `systemctl stop syncd`: syncd stops the kernel threads it
+// started.
+func (m *migration) stopSyncd(d *director) { m.t.Helper(); m.stop(m.syncd, "syncd", d) }
 
 // saruConf is the pair's saru.yaml: d2 weight 0 until step 4c.
 func saruConf(d *director, id, weight int, services string) string {
@@ -241,18 +234,8 @@ func (m *migration) startSaru(d *director) {
 	m.saru[d.name] = d.ns.Start("saru", "run", "--config", "/tmp/"+d.name+"-saru.yaml")
 }
 
-func (m *migration) stopSaru(d *director) {
-	t := m.t
-	t.Helper()
-	p := m.saru[d.name]
-	if err := p.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("stop saru on %s: %v", d.name, err)
-	}
-	if err := p.Wait(20 * time.Second); err != nil {
-		t.Logf("saru on %s after SIGTERM: %v", d.name, err)
-	}
-	delete(m.saru, d.name)
-}
+// stopSaru is `systemctl stop saru`: saru withdraws its rules.
+func (m *migration) stopSaru(d *director) { m.t.Helper(); m.stop(m.saru, "saru", d) }
 
 // waitOwned waits until every running saru's map gives the buckets as
 // want says (director -> buckets).
@@ -312,22 +295,7 @@ func (m *migration) step(name, command string, do func()) {
 	live(t, "migration: %s", name)
 	m.h.report(t) // the step's interval starts here
 	do()
-	var worst float64
-	var rep = m.h.report(t)
-	worst = rep.IntervalMaxStallMS
-	newAttempts, newOK := rep.NewAttempts, rep.NewOK
-	// Until no held connection waits for a reply (TCP's retransmissions
-	// after an outage come seconds apart), at least 3 s, at most 20 s.
-	for start := time.Now(); ; {
-		time.Sleep(500 * time.Millisecond)
-		rep = m.h.report(t)
-		worst = max(worst, rep.IntervalMaxStallMS)
-		newAttempts += rep.NewAttempts
-		newOK += rep.NewOK
-		if (rep.StalledNow == 0 && time.Since(start) > 3*time.Second) || time.Since(start) > 20*time.Second {
-			break
-		}
-	}
+	rep, worst, newAttempts, newOK := m.h.settle(t, time.Now(), 20*time.Second)
 	s := migrationStep{Step: name, Command: command, Conns: migrationConns, Survived: rep.Open, MaxStallMS: worst, NewAttempts: newAttempts, NewOK: newOK}
 	live(t, "  %d/%d survive, longest stall %.0f ms, new connections %d/%d ok", s.Survived, s.Conns, s.MaxStallMS, s.NewOK, s.NewAttempts)
 	if rep.Broken > 0 {

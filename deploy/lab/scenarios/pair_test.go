@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/peerlvs/peerlvs/deploy/lab"
+	"github.com/peerlvs/peerlvs/deploy/lab/traffic"
 )
 
 // The failover comparison of a director pair (issue 13): the same two DR
@@ -68,9 +69,10 @@ func (s *keepalivedStack) build(t *testing.T, g *lab.Guest) *drFleet {
 	return newDRFleet(t, g, 2)
 }
 
-// pairKeepalivedConf is a director's keepalived.conf: VRRP on the front
-// LAN, and without syncd the kernel's sync threads following the VRRP
-// state on the sync LAN. A has the higher priority: it preempts.
+// pairKeepalivedConf is a director's keepalived.conf: one VRRP instance
+// holding the VIP on the front LAN, advertisements every second, and with
+// kernelSync the kernel's sync threads following the VRRP state on the
+// sync LAN. The higher priority preempts.
 func pairKeepalivedConf(priority int, kernelSync bool) string {
 	sync := ""
 	if kernelSync {
@@ -223,10 +225,28 @@ type pairStep struct {
 	FirstMS float64 `json:"first_forwarded_ms"`
 }
 
-// pairSettle bounds the wait, after an event has settled, for every held
-// connection's probe in flight to be answered (or to break): TCP's
-// retransmissions after an outage of a few seconds come up to 6.4 s apart.
+// pairSettle bounds an event's wait for every held connection's probe in
+// flight to be answered (or to break).
 const pairSettle = 15 * time.Second
+
+// settle reads the holder's reports every 500 ms until no held
+// connection waits for a reply, at least 3 s after since and at most
+// atMost after it: TCP's retransmissions after an outage come seconds
+// apart. Each report starts a new interval, so it returns the last one
+// with the longest stall and the new connections over all of them.
+func (h *holder) settle(t *testing.T, since time.Time, atMost time.Duration) (last traffic.Report, worst float64, newAttempts, newOK int) {
+	t.Helper()
+	for {
+		time.Sleep(500 * time.Millisecond)
+		last = h.report(t)
+		worst = max(worst, last.IntervalMaxStallMS)
+		newAttempts += last.NewAttempts
+		newOK += last.NewOK
+		if (last.StalledNow == 0 && time.Since(since) > 3*time.Second) || time.Since(since) > atMost {
+			return last, worst, newAttempts, newOK
+		}
+	}
+}
 
 // pairSequence runs the events on a pair built by st: steady state on A,
 // A dies, A returns (and takes over again where the stack fails back), A
@@ -257,23 +277,10 @@ func pairSequence(t *testing.T, g *lab.Guest, st pairStack, conns int) []pairSte
 		}
 		do()
 		st.waitServing(t, f, serving)
-		// Until no probe waits any more (each report starts a new
-		// interval: keep the longest stall over them).
-		var worst float64
-		var r reportView
-		deadline := time.Now().Add(pairSettle)
-		for {
-			time.Sleep(500 * time.Millisecond)
-			rep := h.report(t)
-			r = reportView{open: rep.Open, broken: rep.Broken, stalledNow: rep.StalledNow, first: rep.FirstReplyAfterMark}
-			worst = max(worst, rep.IntervalMaxStallMS)
-			if (rep.StalledNow == 0 && time.Since(t0) > 3*time.Second) || time.Now().After(deadline) {
-				break
-			}
-		}
-		s := pairStep{stepResult: stepResult{Step: name, Conns: conns, Survived: r.open, Broken: r.broken, MaxStallMS: worst}, FirstMS: -1}
-		if failure && r.first != "" {
-			if at, err := time.Parse(time.RFC3339Nano, r.first); err == nil {
+		rep, worst, _, _ := h.settle(t, t0, pairSettle)
+		s := pairStep{stepResult: stepResult{Step: name, Conns: conns, Survived: rep.Open, Broken: rep.Broken, MaxStallMS: worst}, FirstMS: -1}
+		if failure && rep.FirstReplyAfterMark != "" {
+			if at, err := time.Parse(time.RFC3339Nano, rep.FirstReplyAfterMark); err == nil {
 				s.FirstMS = float64(at.Sub(t0).Milliseconds())
 			}
 		}
@@ -298,12 +305,6 @@ func pairSequence(t *testing.T, g *lab.Guest, st pairStack, conns int) []pairSte
 		st.crash(t, f, d)
 	}
 	return steps
-}
-
-// reportView is what an event keeps of the holder's last report.
-type reportView struct {
-	open, broken, stalledNow int
-	first                    string
 }
 
 // pairTable renders the comparison for the test log, `make demo` and
