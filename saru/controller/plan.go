@@ -57,18 +57,18 @@ func present(ms []member.Member) []member.Member {
 
 func inMinority(ms []member.Member) bool {
 	agree, disagree := 0, 0
-	var first *member.Member
-	for i, m := range ms {
+	first, firstAgrees := "", false
+	for _, m := range ms {
 		if m.FingerprintOK {
 			agree++
 		} else {
 			disagree++
 		}
-		if first == nil || m.Name < first.Name {
-			first = &ms[i]
+		if first == "" || m.Name < first {
+			first, firstAgrees = m.Name, m.FingerprintOK
 		}
 	}
-	return disagree > agree || (disagree == agree && first != nil && !first.FingerprintOK)
+	return disagree > agree || (disagree == agree && first != "" && !firstAgrees)
 }
 
 // Compute is the allocation every director computes from the same view.

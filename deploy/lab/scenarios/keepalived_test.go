@@ -1,7 +1,6 @@
 package scenarios
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -46,15 +45,10 @@ func vrrpSequence(t *testing.T, g *lab.Guest) vrrpResult {
 	a.dev = a.ns.Plug("front", "eth0", "", "10.0.0.1/24")
 	b.dev = b.ns.Plug("front", "eth0", "", "10.0.0.2/24")
 	start := func(d *dir) {
-		g.Sh("cat > /tmp/%s.conf <<'EOF'\n%sEOF", d.ns.Name, pairKeepalivedConf(d.prio, false))
-		// Each instance its own pid files: they share the guest's /run.
-		d.proc = d.ns.Start("keepalived", "--dont-fork", "--log-console", "--vrrp",
-			"-f", "/tmp/"+d.ns.Name+".conf", "-p", "/tmp/"+d.ns.Name+".pid", "-r", "/tmp/"+d.ns.Name+"-vrrp.pid")
+		g.Sh("cat > /tmp/%s-keepalived.conf <<'EOF'\n%sEOF", d.ns.Name, pairKeepalivedConf(d.prio, false))
+		d.proc = startKeepalived(d.ns, d.ns.Name, true)
 	}
-	holds := func(d *dir) bool {
-		out, err := d.ns.Try("ip -o -4 addr show dev eth0")
-		return err == nil && strings.Contains(out, " "+vip+"/32")
-	}
+	holds := func(d *dir) bool { return vipOn(d.ns) }
 	wait := func(what string, cond func() bool) time.Duration {
 		t.Helper()
 		t0 := time.Now()

@@ -2,7 +2,6 @@ package scenarios
 
 import (
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"syscall"
@@ -42,13 +41,10 @@ type migration struct {
 
 // migrationStep is one row of the migration table.
 type migrationStep struct {
-	Step        string  `json:"step"`
-	Command     string  `json:"command"`
-	Conns       int     `json:"conns"`
-	Survived    int     `json:"survived"`
-	MaxStallMS  float64 `json:"max_stall_ms"`
-	NewAttempts int     `json:"new_attempts"`
-	NewOK       int     `json:"new_ok"`
+	stepResult
+	Command     string `json:"command"`
+	NewAttempts int    `json:"new_attempts"`
+	NewOK       int    `json:"new_ok"`
 }
 
 // kaConf is a director's keepalived.conf as the pair's operators wrote
@@ -107,11 +103,7 @@ func (m *migration) writeKA(d *director, lvsSync, vrrp bool) {
 	m.g.Sh("cat > /tmp/%s-keepalived.conf <<'EOF'\n%sEOF", d.name, kaConf(d, m.prio(d), lvsSync, vrrp))
 }
 
-func (m *migration) startKA(d *director) {
-	m.ka[d.name] = d.ns.Start("keepalived", "--dont-fork", "--log-console",
-		"-f", "/tmp/"+d.name+"-keepalived.conf", "-p", "/tmp/"+d.name+"-keepalived.pid",
-		"-r", "/tmp/"+d.name+"-vrrp.pid", "-c", "/tmp/"+d.name+"-checkers.pid")
-}
+func (m *migration) startKA(d *director) { m.ka[d.name] = startKeepalived(d.ns, d.name, false) }
 
 // stop is `systemctl stop`: SIGTERM, and the daemon's own clean-up, of
 // d's process in procs.
@@ -148,24 +140,9 @@ func (m *migration) reloadKA(d *director) {
 	}
 }
 
-func (m *migration) holdsVIP(d *director) bool {
-	out, err := d.ns.Try("ip -o -4 addr show dev eth0")
-	return err == nil && strings.Contains(out, " "+vip+"/32")
-}
-
 func (m *migration) waitVIP(d *director) {
-	t := m.t
-	t.Helper()
-	if !waitEvery(30*time.Second, 100*time.Millisecond, func() bool {
-		for _, x := range []*director{m.d1, m.d2} {
-			if _, up := m.ka[x.name]; up && m.holdsVIP(x) != (x == d) {
-				return false
-			}
-		}
-		return m.holdsVIP(d)
-	}) {
-		t.Fatalf("the VIP not on %s alone within 30 s; keepalived said:\n%s", d.name, m.kaLogs())
-	}
+	m.t.Helper()
+	waitVIPAlone(m.t, m.f.directors, m.ka, d, m.kaLogs)
 }
 
 func (m *migration) kaLogs() string {
@@ -191,14 +168,9 @@ func (m *migration) startSyncd(d *director, compat bool) {
 	t := m.t
 	t.Helper()
 	m.g.Sh("cat > /tmp/%s-syncd.yaml <<'EOF'\n%sEOF", d.name, syncdConf(d, m.f.id(d), compat))
-	p := d.ns.Start("syncd", "run", "--config", "/tmp/"+d.name+"-syncd.yaml")
-	m.syncd[d.name] = p
-	if !waitFor(60*time.Second, func() bool {
-		code, _, err := httpGet(d, syncdStatus, "/ready")
-		return err == nil && code == http.StatusOK
-	}) {
-		t.Fatalf("syncd on %s not ready after 60 s; its log:\n%s", d.name, p.Stderr())
-	}
+	d.proc = d.ns.Start("syncd", "run", "--config", "/tmp/"+d.name+"-syncd.yaml")
+	m.syncd[d.name] = d.proc
+	waitReady(t, d)
 }
 
 // stopSyncd is `systemctl stop syncd`: syncd stops the kernel threads it
@@ -237,45 +209,6 @@ func (m *migration) startSaru(d *director) {
 // stopSaru is `systemctl stop saru`: saru withdraws its rules.
 func (m *migration) stopSaru(d *director) { m.t.Helper(); m.stop(m.saru, "saru", d) }
 
-// waitOwned waits until every running saru's map gives the buckets as
-// want says (director -> buckets).
-func (m *migration) waitOwned(want map[string]int) {
-	t := m.t
-	t.Helper()
-	var last string
-	if !waitEvery(60*time.Second, 250*time.Millisecond, func() bool {
-		for name := range m.saru {
-			d := m.d1
-			if name == m.d2.name {
-				d = m.d2
-			}
-			mv, err := saruMap(d)
-			if err != nil {
-				last = err.Error()
-				return false
-			}
-			got := map[string]int{}
-			for _, dv := range mv.Directors {
-				if dv.Buckets > 0 {
-					got[dv.Name] = dv.Buckets
-				}
-			}
-			last = fmt.Sprint(name, ": ", got)
-			for n, b := range want {
-				if got[n] != b {
-					return false
-				}
-			}
-			if len(got) != len(want) {
-				return false
-			}
-		}
-		return true
-	}) {
-		t.Fatalf("buckets not %v within 60 s: %s", want, last)
-	}
-}
-
 // check is the guide's check before traffic moves to d: its kernel holds
 // every held connection (`ipvsadm -Lnc`). The stock threads lose what a
 // burst overflows on the backup's socket and announce a connection again
@@ -296,7 +229,8 @@ func (m *migration) step(name, command string, do func()) {
 	m.h.report(t) // the step's interval starts here
 	do()
 	rep, worst, newAttempts, newOK := m.h.settle(t, time.Now(), 20*time.Second)
-	s := migrationStep{Step: name, Command: command, Conns: migrationConns, Survived: rep.Open, MaxStallMS: worst, NewAttempts: newAttempts, NewOK: newOK}
+	s := migrationStep{stepResult: stepResult{Step: name, Conns: migrationConns, Survived: rep.Open, Broken: rep.Broken, MaxStallMS: worst},
+		Command: command, NewAttempts: newAttempts, NewOK: newOK}
 	live(t, "  %d/%d survive, longest stall %.0f ms, new connections %d/%d ok", s.Survived, s.Conns, s.MaxStallMS, s.NewOK, s.NewAttempts)
 	if rep.Broken > 0 {
 		var why []string
@@ -409,7 +343,7 @@ func migrationSequence(t *testing.T, g *lab.Guest) []migrationStep {
 		m.startSaru(m.d2)
 		m.writeSaru(m.d1, 1, "")
 		m.startSaru(m.d1)
-		m.waitOwned(map[string]int{m.d1.name: fleetBuckets})
+		waitSettled(t, []*director{m.d1}, 60*time.Second) // d1 owns every bucket
 	})
 	// Step 4b: the shared MAC on d2, the VIP on lo on both.
 	m.step("4b. d2 takes d1's MAC; the VIP on lo on both", "ip link set dev eth0 address <shared MAC>; ip addr add <VIP>/32 dev lo", func() {
@@ -424,7 +358,7 @@ func migrationSequence(t *testing.T, g *lab.Guest) []migrationStep {
 		m.stopSaru(m.d2)
 		m.writeSaru(m.d2, 1, "")
 		m.startSaru(m.d2)
-		m.waitOwned(map[string]int{m.d1.name: fleetBuckets / 2, m.d2.name: fleetBuckets / 2})
+		waitSettled(t, []*director{m.d1, m.d2}, 60*time.Second)
 	})
 	// Step 4d: VRRP retired.
 	m.step("4d. VRRP retired", "remove vrrp_instance; systemctl reload keepalived (both)", func() {
@@ -432,7 +366,7 @@ func migrationSequence(t *testing.T, g *lab.Guest) []migrationStep {
 			m.writeKA(d, false, false)
 			m.reloadKA(d)
 		}
-		if !waitEvery(20*time.Second, 250*time.Millisecond, func() bool { return !m.holdsVIP(m.d1) && !m.holdsVIP(m.d2) }) {
+		if !waitEvery(20*time.Second, 250*time.Millisecond, func() bool { return !vipOn(m.d1.ns) && !vipOn(m.d2.ns) }) {
 			t.Fatalf("keepalived kept the VIP on eth0 after its vrrp_instance went; it said:\n%s", m.kaLogs())
 		}
 	})

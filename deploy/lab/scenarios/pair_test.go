@@ -94,6 +94,43 @@ vrrp_instance VI_1 {
 `, sync, priority, vip)
 }
 
+// startKeepalived runs keepalived in ns with /tmp/<name>-keepalived.conf,
+// its VRRP process only or its checker too, each instance with pid files
+// of its own (they share the guest's /run).
+func startKeepalived(ns *lab.NS, name string, vrrpOnly bool) *lab.Proc {
+	args := []string{"--dont-fork", "--log-console", "-f", "/tmp/" + name + "-keepalived.conf",
+		"-p", "/tmp/" + name + "-keepalived.pid", "-r", "/tmp/" + name + "-vrrp.pid"}
+	if vrrpOnly {
+		args = append(args, "--vrrp")
+	} else {
+		args = append(args, "-c", "/tmp/"+name+"-checkers.pid")
+	}
+	return ns.Start("keepalived", args...)
+}
+
+// vipOn reports whether keepalived has put the VIP on ns's eth0.
+func vipOn(ns *lab.NS) bool {
+	out, err := ns.Try("ip -o -4 addr show dev eth0")
+	return err == nil && strings.Contains(out, " "+vip+"/32")
+}
+
+// waitVIPAlone waits until the VIP is on d and on no other director whose
+// keepalived runs (a killed one keeps the VIP it held, but its link is
+// down); logs says what keepalived said, for the failure.
+func waitVIPAlone(t *testing.T, ds []*director, running map[string]*lab.Proc, d *director, logs func() string) {
+	t.Helper()
+	if !waitEvery(30*time.Second, 50*time.Millisecond, func() bool {
+		for _, x := range ds {
+			if _, up := running[x.name]; up && vipOn(x.ns) != (x == d) {
+				return false
+			}
+		}
+		return vipOn(d.ns)
+	}) {
+		t.Fatalf("the VIP not on %s alone within 30 s; keepalived said:\n%s", d.name, logs())
+	}
+}
+
 func (s *keepalivedStack) boot(t *testing.T, f *drFleet, d *director, _ bool) {
 	t.Helper()
 	if s.syncd != nil {
@@ -104,9 +141,7 @@ func (s *keepalivedStack) boot(t *testing.T, f *drFleet, d *director, _ bool) {
 		prio = 150
 	}
 	f.g.Sh("cat > /tmp/%s-keepalived.conf <<'EOF'\n%sEOF", d.name, pairKeepalivedConf(prio, s.syncd == nil))
-	// Each instance its own pid files: they share the guest's /run.
-	s.procs[d.name] = d.ns.Start("keepalived", "--dont-fork", "--log-console", "--vrrp",
-		"-f", "/tmp/"+d.name+"-keepalived.conf", "-p", "/tmp/"+d.name+"-keepalived.pid", "-r", "/tmp/"+d.name+"-vrrp.pid")
+	s.procs[d.name] = startKeepalived(d.ns, d.name, true)
 }
 
 func (s *keepalivedStack) crash(t *testing.T, f *drFleet, d *director) {
@@ -128,26 +163,13 @@ func (s *keepalivedStack) returned(*testing.T, *drFleet, *director, *director) {
 
 func (s *keepalivedStack) waitServing(t *testing.T, f *drFleet, d *director) {
 	t.Helper()
-	holds := func(x *director) bool {
-		out, err := x.ns.Try("ip -o -4 addr show dev eth0")
-		return err == nil && strings.Contains(out, " "+vip+"/32")
-	}
-	// A dead director keeps the VIP it held (keepalived was killed), but
-	// its link is down: only the running ones count.
-	if !waitEvery(30*time.Second, 50*time.Millisecond, func() bool {
-		for _, x := range f.directors {
-			if _, up := s.procs[x.name]; up && holds(x) != (x == d) {
-				return false
-			}
-		}
-		return holds(d)
-	}) {
+	waitVIPAlone(t, f.directors, s.procs, d, func() string {
 		logs := slices.Clone(s.logs)
 		for n, p := range s.procs {
 			logs = append(logs, n+":\n"+p.Stderr())
 		}
-		t.Fatalf("the VIP not on %s alone within 30 s; keepalived said:\n%s", d.name, strings.Join(logs, "\n"))
-	}
+		return strings.Join(logs, "\n")
+	})
 }
 
 // scriptedStack is the kernel threads with the VIP moved by the script.
