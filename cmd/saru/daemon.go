@@ -211,10 +211,10 @@ func tick(ctx context.Context, every time.Duration, do func()) {
 // lease messages ride on memberlist, the kernel lease is the filter's.
 func newGrants(cfg config, node *member.Node, flt *filter.Filter, reg *prometheus.Registry, log *zap.Logger) (*lease.Service, error) {
 	p := lease.Params{Lease: cfg.LivenessLease, Quorum: cfg.Quorum}.WithDefaults()
-	// A kernel write slower than half the margin is withdrawn: the
+	// A kernel write slower than the margin allows is withdrawn: the
 	// grantors' Hold allows the margin on top of the lease.
 	kernel := lease.KernelFunc(func(deadline time.Time) error {
-		err := flt.LeaseUntil(deadline, p.Margin/2)
+		err := flt.LeaseUntil(deadline, p.MaxKernelWrite())
 		if errors.Is(err, filter.ErrSlowLeaseWrite) {
 			return fmt.Errorf("%w: %w", lease.ErrWithdrawn, err)
 		}

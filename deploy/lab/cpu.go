@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -251,4 +253,58 @@ func CPUShares(before, after ProcCPU, wall time.Duration) string {
 		fmt.Fprintf(&b, "%s %.0f %%", s.name, s.pct)
 	}
 	return b.String()
+}
+
+// speedWork is the fixed work MeasureSpeed gives each CPU: about 1 s of
+// the emulated guest on the machine refSpeedWork was measured on.
+const speedWork = 400_000_000
+
+// refSpeedWork is how long speedWork took on every CPU of the 2-vCPU TCG
+// guest at once, on the 2-core Debian 12 machine the lab's figures come
+// from (docs/benchmarks.md), quiet: the median of three rounds was 725 to
+// 860 ms in four boots (2026-12-07), 905 and 1056 ms with qemu held to
+// 1.5 CPUs by a cgroup quota.
+const refSpeedWork = 775 * time.Millisecond
+
+// MeasureSpeed runs the same integer work on every CPU of the guest at
+// once, three rounds of about a second each (a quota on the host bites
+// per 100 ms period, and a round of a tenth of a second could fall
+// between two throttles), and returns the guest's speed against the reference
+// machine's guest (refSpeedWork): 1 as fast, 0.5 half as fast. All CPUs
+// at once, because a host short of CPU (a cgroup quota on qemu, a
+// crowded CI machine) slows one busy vCPU little and two a lot. Call it
+// before the scenario starts its daemons: it measures the machine, not
+// the load on it.
+func MeasureSpeed() (speed float64, took time.Duration) {
+	var rounds []time.Duration
+	for range 3 {
+		start := time.Now()
+		var wg sync.WaitGroup
+		// The results go to memory the loops share, so that the compiler
+		// keeps the work.
+		sums := make([]uint64, runtime.NumCPU())
+		for i := range sums {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sums[i] = spin(speedWork)
+			}()
+		}
+		wg.Wait()
+		rounds = append(rounds, time.Since(start))
+	}
+	slices.Sort(rounds)
+	took = rounds[1]
+	return float64(refSpeedWork) / float64(took), took
+}
+
+// spin is xorshift64, n rounds: integer work the emulator cannot skip.
+func spin(n int) uint64 {
+	x := uint64(88172645463325252)
+	for range n {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+	}
+	return x
 }

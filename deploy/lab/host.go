@@ -323,7 +323,7 @@ export %s=1 %s=/mnt/host/result.json
 		if res.err == nil {
 			why = fmt.Sprintf("the scenario failed in the guest (exit code %d)", res.guestCode)
 		}
-		t.Fatalf("lab: %s\n--- guest console (%s) ---\n%s", why, filepath.Join(dir, "console.log"), tail(console, 200))
+		t.Fatalf("lab: %s\n--- what the scenario reported ---\n%s\n--- guest console (%s) ---\n%s", why, reported(console, 60), filepath.Join(dir, "console.log"), tail(console, 200))
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, "share", "result.json"))
 	if err != nil {
@@ -379,6 +379,25 @@ func showLive(console string) (stop func()) {
 	}()
 	return func() { close(done); <-finished }
 }
+
+// reported returns the first lines of the scenario's own messages (t.Log,
+// t.Error, t.Fatal) in the guest's console, at most n: a failure names its
+// cause there, while the console's tail is mostly the daemons' logs.
+func reported(console []byte, n int) string {
+	var out []string
+	for _, l := range strings.Split(string(console), "\n") {
+		if testMessage.MatchString(l) && !strings.Contains(l, "live: ") {
+			out = append(out, strings.TrimRight(l, "\r"))
+		}
+	}
+	if len(out) > n {
+		out = append(out[:n], fmt.Sprintf("[... %d more]", len(out)-n))
+	}
+	return strings.Join(out, "\n")
+}
+
+// testMessage matches the first line of a message from package testing.
+var testMessage = regexp.MustCompile(`^\s+\w+_test\.go:\d+: `)
 
 // tail returns the last n lines of b.
 func tail(b []byte, n int) string {

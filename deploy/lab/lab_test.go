@@ -35,3 +35,22 @@ func TestLabBoots(t *testing.T) {
 	}
 	t.Logf("guest kernel %s: %s", res.Kernel, res.IPVS)
 }
+
+func TestReported(t *testing.T) {
+	console := []byte(strings.Join([]string{
+		"lab: guest kernel 6.1.0",
+		"=== RUN   TestX",
+		"        live: d1 saru: {\"msg\":\"x\"} fleet_test.go:12: not a test message",
+		"    fleet_test.go:189: a table follows:",
+		"        | event | survive |",
+		"    fleet_test.go:201: 2. d1 back: 94 of 96 survived\r",
+		"--- FAIL: TestX (1.00s)",
+	}, "\n"))
+	want := "    fleet_test.go:189: a table follows:\n    fleet_test.go:201: 2. d1 back: 94 of 96 survived"
+	if got := reported(console, 5); got != want {
+		t.Errorf("reported:\n%s\nwant:\n%s", got, want)
+	}
+	if got := reported(console, 1); !strings.HasSuffix(got, "[... 1 more]") {
+		t.Errorf("reported with n 1: %q, want it to say one more", got)
+	}
+}

@@ -61,7 +61,7 @@
 //     before the write, so a pause between that reading and the kernel's
 //     processing of the write lengthens the kernel's lease by the pause.
 //     The daemon measures every write and withdraws at once if one took
-//     longer than Margin (see saru's lease keeper).
+//     longer than Params.MaxKernelWrite (see saru's lease keeper).
 //   - A grantor that restarts has forgotten its grants: it grants nothing for
 //     Hold after it starts (NewGrantor), by which time every grant it may
 //     have given before has run out.

@@ -501,3 +501,24 @@ func TestKeeperRenewWritesOnlyChanges(t *testing.T) {
 		t.Errorf("renewed to %v, want the new round's time plus the lease", d)
 	}
 }
+
+// The kernel-write limit and the timer slack together fit in the margin,
+// which Hold adds on top of the lease.
+func TestMaxKernelWrite(t *testing.T) {
+	for _, tc := range []struct {
+		margin, want time.Duration
+	}{
+		{DefaultMargin, 450 * time.Millisecond},
+		{TimerSlack, 0},
+		{10 * time.Millisecond, 0},
+		{time.Second, 950 * time.Millisecond},
+	} {
+		p := Params{Lease: time.Second, Margin: tc.margin}
+		if got := p.MaxKernelWrite(); got != tc.want {
+			t.Errorf("margin %v: MaxKernelWrite %v, want %v", tc.margin, got, tc.want)
+		}
+		if got := p.MaxKernelWrite() + TimerSlack; tc.want > 0 && got > p.Margin {
+			t.Errorf("margin %v: write limit and slack %v exceed it", tc.margin, got)
+		}
+	}
+}

@@ -11,15 +11,20 @@ const (
 	// DefaultDrift bounds clock-rate error at 1 %: quartz is good to
 	// 0.01 %, NTP slews at most 0.05 %; the rest is headroom.
 	DefaultDrift = 0.01
-	// DefaultMargin covers the kernel's timer granularity (an nftables
-	// element timeout is rounded up to a jiffy, 10 ms at HZ=100) and the
-	// longest kernel write of the lease the daemon tolerates (half of
-	// it). Lease writes took up to 70 ms on a loaded 2-core host and up to
-	// 242 ms in the emulated lab guest with a CPU hog; each one slower
-	// than allowed is withdrawn and costs the director a moment of
-	// accepting. It lengthens a failover only where Hold exceeds the
-	// failure detection.
+	// DefaultMargin covers the kernel's timer granularity (TimerSlack)
+	// and the longest kernel write of the lease the daemon tolerates (the
+	// rest: MaxKernelWrite). Lease writes took up to 70 ms on a loaded
+	// 2-core host, and 242 to 312 ms in the emulated lab guest with the
+	// guest saturated and its host short of CPU; each one slower than
+	// allowed is withdrawn and costs the director a moment of accepting.
+	// It lengthens a failover only where Hold exceeds the failure
+	// detection.
 	DefaultMargin = 500 * time.Millisecond
+	// TimerSlack bounds how much later than its timeout the kernel lets
+	// an nftables element lapse: the timeout is rounded up to a jiffy (at
+	// most 10 ms, HZ >= 100) and checked on each lookup. Five jiffies
+	// leave room for a kernel that rounds twice.
+	TimerSlack = 50 * time.Millisecond
 )
 
 // Params are the fleet-wide lease settings; every director must use the
@@ -70,6 +75,15 @@ func (p Params) Validate() error {
 		errs = append(errs, fmt.Errorf("lease: quorum %d must be at least 1", p.Quorum))
 	}
 	return errors.Join(errs...)
+}
+
+// MaxKernelWrite is the longest a kernel write of the lease may take: the
+// kernel starts the element's timeout when it processes the write, which
+// may be that much after the daemon computed it, and Margin must cover
+// that delay and TimerSlack. A slower write is withdrawn. Zero when the
+// margin leaves nothing beyond the slack.
+func (p Params) MaxKernelWrite() time.Duration {
+	return max(p.Margin-TimerSlack, 0)
 }
 
 // Hold is how long a grantor keeps a grant (its own clock, from when it

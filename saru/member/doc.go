@@ -38,7 +38,8 @@
 // live director) needs a longer Config.FailureDetection (saru's
 // failure_detection), which scales the probe, suspicion and gossip timings
 // above together: 2s halves the rate at which they fire and doubles the
-// stall a director may survive. The lab's emulated (TCG) guests use 2s.
+// stall a director may survive. The lab's emulated (TCG) guests use 2s
+// for a pair and 3s for the saturated fleets of three.
 //
 // # Encryption
 //

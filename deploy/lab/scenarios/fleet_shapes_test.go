@@ -124,10 +124,17 @@ type pingResult struct {
 	Sent    int `json:"sent"`
 	Replies int `json:"replies"` // duplicates not counted
 	Dups    int `json:"dups"`
+	// Short names the sources that got fewer replies than they sent,
+	// with the replies they got.
+	Short map[string]int `json:"short,omitempty"`
 }
 
 func (p pingResult) String() string {
-	return fmt.Sprintf("%d/%d answered, %d duplicates", p.Replies, p.Sent, p.Dups)
+	s := fmt.Sprintf("%d/%d answered, %d duplicates", p.Replies, p.Sent, p.Dups)
+	if len(p.Short) > 0 {
+		s += fmt.Sprintf(" (short: %v)", p.Short)
+	}
+	return s
 }
 
 func (p pingResult) once() bool { return p.Replies == p.Sent && p.Dups == 0 }
@@ -145,6 +152,8 @@ type shapeEvent struct {
 	// Violations counts the (group, client) pairs seen on more than one
 	// real server so far (persistent shapes).
 	Violations int `json:"violations"`
+	// BrokenBy counts the held connections broken so far by cause.
+	BrokenBy map[string]int `json:"broken_by,omitempty"`
 }
 
 type shapeResult struct {
@@ -186,7 +195,7 @@ func runShape(t *testing.T, name string, mk func() shape) {
 	}
 	for _, e := range res.Events {
 		if e.Survived != e.Conns {
-			t.Errorf("%s: %d of %d established connections survived", e.Event, e.Survived, e.Conns)
+			t.Errorf("%s: %d of %d established connections survived; broken so far by cause %v", e.Event, e.Survived, e.Conns, e.BrokenBy)
 		}
 		if !e.Ping.once() {
 			t.Errorf("%s: pings to the VIP: %s", e.Event, e.Ping)
@@ -313,7 +322,7 @@ func shapeSequence(t *testing.T, g *lab.Guest, s shape) shapeResult {
 	}
 	event := func(name string, survivors []*director, do func()) {
 		live(t, "event: %s", name)
-		e := shapeEvent{Event: name}
+		e := shapeEvent{Event: name, BrokenBy: map[string]int{}}
 		if leaving := leavingOf(f, survivors); len(leaving) > 0 {
 			_, conns := reports()
 			took := waitReplicated(t, survivors, conns, nil, 30*time.Second)
@@ -331,13 +340,16 @@ func shapeSequence(t *testing.T, g *lab.Guest, s shape) shapeResult {
 			e.MaxStallMS = max(e.MaxStallMS, rep.IntervalMaxStallMS)
 			e.NewAttempts += rep.NewAttempts
 			e.NewOK += rep.NewOK
+			for k, n := range rep.BrokenBy {
+				e.BrokenBy[k] += n
+			}
 		}
 		e.Ping = pingVIP(t, f.client, s.vip, s.sources[:shapePings])
 		if s.persistent {
 			e.Violations = len(seen.violations())
 		}
-		live(t, "  allocation applied after %.0f ms; %d/%d survive, longest stall %.0f ms, new connections %d/%d ok; ping %s; %d persistence violations so far",
-			e.AllocMS, e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.Ping, e.Violations)
+		live(t, "  allocation applied after %.0f ms; %d/%d survive, longest stall %.0f ms, new connections %d/%d ok; ping %s; %d persistence violations so far; broken so far by cause %v",
+			e.AllocMS, e.Survived, e.Conns, e.MaxStallMS, e.NewOK, e.NewAttempts, e.Ping, e.Violations, e.BrokenBy)
 		r.Events = append(r.Events, e)
 	}
 	event("1. kill -9 saru+syncd on d1, cut its links", []*director{d2, d3}, func() { f.kill(t, d1) })
@@ -389,24 +401,37 @@ func waitAllUp(t *testing.T, ds []*director, n int) {
 }
 
 // pingVIP pings vip three times from each of sources at once (busybox
-// ping marks a second answer to one request "DUP!").
+// ping marks a second answer to one request "DUP!"); each output line is
+// prefixed with its source.
 func pingVIP(t *testing.T, client *lab.NS, vip string, sources []string) pingResult {
 	t.Helper()
+	const each = 3
 	var cmd strings.Builder
 	for _, s := range sources {
-		fmt.Fprintf(&cmd, "ping -c 3 -w 6 -I %s %s & ", s, vip)
+		fmt.Fprintf(&cmd, "(ping -c %d -w 6 -I %s %s | sed 's/^/%s /') & ", each, s, vip, s)
 	}
 	cmd.WriteString("wait")
 	out, _ := client.Try("%s", cmd.String())
-	r := pingResult{Sent: 3 * len(sources)}
+	r := pingResult{Sent: each * len(sources)}
+	got := map[string]int{}
 	for _, l := range strings.Split(out, "\n") {
-		if !strings.Contains(l, "bytes from") {
+		src, rest, _ := strings.Cut(l, " ")
+		if !strings.Contains(rest, "bytes from") {
 			continue
 		}
-		if strings.Contains(l, "DUP!") {
+		if strings.Contains(rest, "DUP!") {
 			r.Dups++
 		} else {
 			r.Replies++
+			got[src]++
+		}
+	}
+	for _, s := range sources {
+		if got[s] < each {
+			if r.Short == nil {
+				r.Short = map[string]int{}
+			}
+			r.Short[s] = got[s]
 		}
 	}
 	return r

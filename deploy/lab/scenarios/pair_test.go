@@ -211,8 +211,14 @@ type saruStack struct{ f *fleet }
 
 func (s *saruStack) name() string { return "saru + syncd" }
 
+// pairDetect is the pair's failure_detection: two directors and one
+// client leave the guest idle enough that 2 s never flapped, in every
+// run here and in CI, slow hosts included; the saturated fleets of three
+// need fleetDetect.
+const pairDetect = 2 * time.Second
+
 func (s *saruStack) build(t *testing.T, g *lab.Guest) *drFleet {
-	s.f = newFleetOf(t, g, 2, topology{}, "")
+	s.f = newFleetOf(t, g, 2, topology{detect: pairDetect}, "")
 	return s.f.drFleet
 }
 
