@@ -13,8 +13,9 @@ import (
 // (hogFor): 30 % of the guest on that machine. A fixed 30 % made the
 // scenario depend on the machine it ran on: on a CI host that was itself
 // slow (the guest's run took 131 to 167 s there against 91 to 100 s here)
-// it starved the guest far below the target, to 2 % idle, where every
-// director's daemons together need more than the guest has.
+// it starved the guest far below the target, to 3-11 % idle in its
+// events, where the daemons, the traffic and the harness need more than
+// the guest has.
 // PEERLVS_LAB_HOG_PCT fixes the hog's share instead, for experiments.
 const starvedSpeed = 0.7
 
@@ -30,14 +31,13 @@ func hogFor(speed, target float64) int {
 
 // TestFleetStarved: TestFleet's six events, with the same traffic and the
 // same assertions, on a starved guest: two busy loops at the highest
-// priority that take the share of the guest that makes it as fast as a
-// starvedSpeed host whenever they want, as a
-// noisy neighbour would (lab.Hog), from before the traffic starts to the
-// end. The accept sampler reads every reachable
-// director's rules all along: no bucket may be accepted by two directors at
-// once, in any event. Every held connection is replicated before a director
-// leaves, so every one of them (none younger than the sync window) must
-// survive every event.
+// priority that take, whenever they want, the share of the guest that
+// leaves it as fast as a starvedSpeed host, as a noisy neighbour would
+// (lab.Hog), from before the traffic starts to the end. The accept
+// sampler reads every reachable director's rules all along: no bucket may
+// be accepted by two directors at once, in any event. Every held
+// connection is replicated before a director leaves, so every one of them
+// (none younger than the sync window) must survive every event.
 //
 // On 771794f, before saru's grants (saru/lease), every run had buckets
 // accepted twice (gossip flaps; a returning director taking its share at

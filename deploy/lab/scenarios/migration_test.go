@@ -394,18 +394,9 @@ func migrationSequence(t *testing.T, g *lab.Guest) []migrationStep {
 		for _, d := range []*director{m.d1, m.d2} {
 			m.killKA(d)
 		}
-		if !waitEvery(30*time.Second, 250*time.Millisecond, func() bool {
-			for _, d := range []*director{m.d1, m.d2} {
-				out, err := d.ns.Try("ipvsadm -Ln")
-				if err != nil || strings.Count(out, "Route") != 2 {
-					return false
-				}
-			}
-			return true
-		}) {
-			t.Fatalf("the services not back on both directors within 30 s of stopping keepalived: %s", m.d1.ns.Sh("ipvsadm -Ln"))
-		}
+		m.waitServices("keepalived killed")
 	})
+	m.back()
 	m.h.p.Kill()
 	if m.lost || os.Getenv("PEERLVS_LAB_SARU_LOGS") != "" {
 		for n, p := range m.saru {
@@ -413,6 +404,116 @@ func migrationSequence(t *testing.T, g *lab.Guest) []migrationStep {
 		}
 	}
 	return m.steps
+}
+
+// back is the way back of docs/migration.md, each step's rollback in
+// reverse order, from the active-active pair with saru's services to the
+// keepalived pair with lvs_sync_daemon the scenario started from.
+func (m *migration) back() {
+	t := m.t
+	t.Helper()
+	both := []*director{m.d1, m.d2}
+	// 4e: keepalived adopts the services saru made (2.2.7 takes "File
+	// exists" on adding a service or real server as done), then each saru
+	// restarts without its services: section. A restart, not a reload: a
+	// saru that reloads without a service it declared deletes it, and IPVS
+	// drops its connections; a saru that starts without it never declared
+	// it. d1 first, drained: it comes back with settings d2 does not share,
+	// and as the first by name it keeps every bucket while they differ.
+	m.step("back 4e. services to keepalived; saru restarted without them", "systemctl start keepalived; saru drain; edit saru.yaml; systemctl restart saru (d1, then d2)", func() {
+		for _, d := range both {
+			m.writeKA(d, false, false)
+			m.startKA(d)
+		}
+		time.Sleep(3 * time.Second) // keepalived's first checks
+		m.d1.ns.Sh("saru drain --status %s --timeout 60s", saruStatus)
+		m.stopSaru(m.d1)
+		m.writeSaru(m.d1, 1, "")
+		m.startSaru(m.d1)
+		waitSettled(t, []*director{m.d1}, 60*time.Second) // d1 owns every bucket
+		m.stopSaru(m.d2)
+		m.writeSaru(m.d2, 1, "")
+		m.startSaru(m.d2)
+		waitSettled(t, both, 60*time.Second)
+		m.waitServices("keepalived took the services back")
+	})
+	m.step("back 4d. VRRP again", "add vrrp_instance back; systemctl reload keepalived (both)", func() {
+		for _, d := range both {
+			m.writeKA(d, false, true)
+			m.reloadKA(d)
+		}
+		m.waitVIP(m.d1)
+	})
+	m.check(m.d1)
+	m.step("back 4c. d2 weight 0: every bucket on d1", "weight: 0; saru drain; systemctl restart saru (d2)", func() {
+		m.d2.ns.Sh("saru drain --status %s --timeout 60s", saruStatus)
+		m.stopSaru(m.d2)
+		m.writeSaru(m.d2, 0, "")
+		m.startSaru(m.d2)
+		waitSettled(t, []*director{m.d1}, 60*time.Second) // d1 owns every bucket
+	})
+	m.step("back 4b. d2's own MAC; the VIP off lo", "ip link set dev eth0 address <own MAC>; ip addr del <VIP>/32 dev lo", func() {
+		m.d2.ns.Sh("ip link set eth0 down && ip link set eth0 address %s && ip link set eth0 up", migrationMAC)
+		for _, d := range both {
+			d.ns.Sh("ip addr del %s/32 dev lo", vip)
+		}
+	})
+	m.step("back 4a. saru off", "systemctl disable --now saru; nft delete table inet peerlvs (d2, then d1)", func() {
+		for _, d := range []*director{m.d2, m.d1} {
+			m.stopSaru(d)
+			d.ns.Sh("nft delete table inet peerlvs")
+		}
+	})
+	m.step("back 3. syncd in compat mode, d2 then d1", "peer.mode: compat; systemctl restart syncd (d2, then d1)", func() {
+		for _, d := range []*director{m.d2, m.d1} {
+			m.stopSyncd(d)
+			m.startSyncd(d, true)
+		}
+	})
+	for _, d := range []*director{m.d1, m.d2} {
+		name := "back 2. d1: syncd out, lvs_sync_daemon in"
+		if d == m.d2 {
+			name = "back 1. d2: syncd out, lvs_sync_daemon in"
+		}
+		m.step(name, "systemctl disable --now syncd; lvs_sync_daemon back; systemctl reload keepalived", func() {
+			m.stopSyncd(d)
+			m.writeKA(d, true, true)
+			m.reloadKA(d)
+			want := "backup"
+			if d == m.d1 {
+				want = "master"
+			}
+			if !waitEvery(20*time.Second, 250*time.Millisecond, func() bool {
+				out, err := d.ns.Try("ipvsadm -L --daemon")
+				return err == nil && strings.Contains(out, want)
+			}) {
+				t.Fatalf("keepalived on %s started no %s sync thread on reload: %s; it said:\n%s", d.name, want, d.ns.Sh("ipvsadm -L --daemon"), m.kaLogs())
+			}
+		})
+	}
+	// Back where the scenario began: the pair fails over as it did then.
+	m.check(m.d2)
+	m.step("back at the start: fail over to d2", "systemctl stop keepalived (d1)", func() {
+		m.stopKA(m.d1)
+		m.waitVIP(m.d2)
+	})
+}
+
+// waitServices waits until both directors' kernels hold the service with
+// both real servers.
+func (m *migration) waitServices(what string) {
+	m.t.Helper()
+	if !waitEvery(30*time.Second, 250*time.Millisecond, func() bool {
+		for _, d := range []*director{m.d1, m.d2} {
+			out, err := d.ns.Try("ipvsadm -Ln")
+			if err != nil || strings.Count(out, "Route") != 2 {
+				return false
+			}
+		}
+		return true
+	}) {
+		m.t.Fatalf("%s: the services not on both directors within 30 s: %s", what, m.d1.ns.Sh("ipvsadm -Ln"))
+	}
 }
 
 func migrationTable(steps []migrationStep) string {
@@ -424,7 +525,8 @@ func migrationTable(steps []migrationStep) string {
 	return b.String()
 }
 
-// TestMigration performs docs/migration.md on a keepalived pair.
+// TestMigration performs docs/migration.md on a keepalived pair, forward
+// to the active-active pair and back to where it began.
 func TestMigration(t *testing.T) {
 	steps := lab.Run(t, lab.Options{Timeout: 12 * time.Minute, MemoryMB: 1024}, migrationSequence)
 	t.Logf("\nthe migration of docs/migration.md, %d held connections and %d new ones a second:\n%s", migrationConns, migrationRate, migrationTable(steps))
