@@ -269,12 +269,12 @@ const refSpeedWork = 775 * time.Millisecond
 // MeasureSpeed runs the same integer work on every CPU of the guest at
 // once, three rounds of about a second each (a quota on the host bites
 // per 100 ms period, and a round of a tenth of a second could fall
-// between two throttles), and returns the guest's speed against the reference
-// machine's guest (refSpeedWork): 1 as fast, 0.5 half as fast. All CPUs
-// at once, because a host short of CPU (a cgroup quota on qemu, a
-// crowded CI machine) slows one busy vCPU little and two a lot. Call it
-// before the scenario starts its daemons: it measures the machine, not
-// the load on it.
+// between two throttles), and returns the guest's speed against the
+// reference machine's guest (refSpeedWork) from the median round: 1 as
+// fast, 0.5 half as fast. All CPUs at once, because a host short of CPU
+// (a cgroup quota on qemu, a crowded CI machine) slows one busy vCPU
+// little and two a lot. Call it before the scenario starts its daemons:
+// it measures the machine, not the load on it.
 func MeasureSpeed() (speed float64, took time.Duration) {
 	var rounds []time.Duration
 	for range 3 {
