@@ -301,7 +301,7 @@ func migrationSequence(t *testing.T, g *lab.Guest) []migrationStep {
 	// virtual_server blocks make them.
 	m.f = newLVSFleet(t, g, 2, topology{declared: true})
 	m.d1, m.d2 = m.f.directors[0], m.f.directors[1]
-	m.d2.ns.Sh("ip link set eth0 down && ip link set eth0 address %s && ip link set eth0 up", migrationMAC)
+	setFrontMAC(m.d2, migrationMAC)
 	g.Sh("head -c 32 /dev/urandom | base64 > /tmp/gossip.key && chmod 600 /tmp/gossip.key")
 	defer func() {
 		if t.Failed() {
@@ -376,7 +376,7 @@ func migrationSequence(t *testing.T, g *lab.Guest) []migrationStep {
 	})
 	// Step 4b: the shared MAC on d2, the VIP on lo on both.
 	m.step("4b. d2 takes d1's MAC; the VIP on lo on both", "ip link set dev eth0 address <shared MAC>; ip addr add <VIP>/32 dev lo", func() {
-		m.d2.ns.Sh("ip link set eth0 down && ip link set eth0 address %s && ip link set eth0 up", sharedMAC)
+		setFrontMAC(m.d2, sharedMAC)
 		for _, d := range []*director{m.d1, m.d2} {
 			d.ns.Sh("ip addr add %s/32 dev lo", vip)
 		}
@@ -482,7 +482,7 @@ func (m *migration) back() {
 		waitSettled(t, []*director{m.d1}, 60*time.Second) // d1 owns every bucket
 	})
 	m.step("back 4b. d2's own MAC; the VIP off lo", "ip link set dev eth0 address <own MAC>; ip addr del <VIP>/32 dev lo", func() {
-		m.d2.ns.Sh("ip link set eth0 down && ip link set eth0 address %s && ip link set eth0 up", migrationMAC)
+		setFrontMAC(m.d2, migrationMAC)
 		for _, d := range both {
 			d.ns.Sh("ip addr del %s/32 dev lo", vip)
 		}
@@ -526,6 +526,11 @@ func (m *migration) back() {
 		m.stopKA(m.d1)
 		m.waitVIP(m.d2)
 	})
+}
+
+// setFrontMAC gives d's front interface mac (the link goes down for it).
+func setFrontMAC(d *director, mac string) {
+	d.ns.Sh("ip link set eth0 down && ip link set eth0 address %s && ip link set eth0 up", mac)
 }
 
 // waitServices waits until both directors' kernels hold the service with
