@@ -65,7 +65,9 @@ type Status struct {
 	Weight int `json:"weight"`
 	// Since is when Verdict last changed (the monitor's start for
 	// Pending).
-	Since     time.Time     `json:"since"`
+	Since time.Time `json:"since"`
+	// Checked is when the last check started: the instant the next one's
+	// interval counts from.
 	Checked   time.Time     `json:"checked,omitzero"`
 	Latency   time.Duration `json:"latency_ns"`
 	LastError string        `json:"last_error,omitempty"`
@@ -299,6 +301,7 @@ func (m *Monitor) finish(e *entry, gen uint64, c Check, started time.Time, r Res
 	changed := false
 	if gen == e.gen {
 		changed = e.st.record(r, c.Spec, now)
+		e.st.Checked = started
 		e.next = started.Add(c.Spec.Interval)
 	} else {
 		e.next = now // the check changed while in flight: check anew
@@ -324,7 +327,7 @@ func (m *Monitor) finish(e *entry, gen uint64, c Check, started time.Time, r Res
 // weight changed.
 func (st *Status) record(r Result, s Spec, now time.Time) bool {
 	st.Checks++
-	st.Checked, st.Latency = now, r.Latency
+	st.Latency = r.Latency
 	st.LastError = ""
 	if r.Err != nil {
 		st.LastError = r.Err.Error()
