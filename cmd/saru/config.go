@@ -89,7 +89,16 @@ const (
 
 func (c config) settings() member.Settings {
 	return member.Settings{Allocator: allocate.Version, Buckets: c.Buckets, Seed: c.Seed, Sense: c.Sense.String(), VIPs: c.VIPs,
-		Services: services.Fingerprint(c.Services)}
+		Services: services.Fingerprint(c.Services), Timing: c.timing()}
+}
+
+// timing is what the lease rule assumes every director shares.
+func (c config) timing() member.Timing {
+	t := member.Timing{FailureDetection: c.FailureDetection, Lease: c.LivenessLease, Quorum: c.Quorum}
+	if t.Lease == 0 {
+		t.Lease = -1 // off
+	}
+	return t
 }
 
 func (c config) filterConfig() filter.Config {

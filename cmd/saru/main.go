@@ -283,6 +283,9 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		} else if m.Unfit != "" {
 			note = "  UNFIT: " + m.Unfit
 		}
+		if m.TimingMismatch != "" {
+			note += "  DIFFERENT TIMING: " + m.TimingMismatch
+		}
 		fmt.Fprintf(stdout, "  %-16s %-22s weight %-3d %-8s%s\n", m.Name, m.Addr, m.Weight, m.State, note)
 	}
 	// Fitness and services are parts of their own: an older saru has

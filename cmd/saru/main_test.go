@@ -14,6 +14,7 @@ import (
 
 	"github.com/peerlvs/peerlvs/filter"
 	"github.com/peerlvs/peerlvs/saru/controller"
+	"github.com/peerlvs/peerlvs/saru/member"
 )
 
 const goodConfig = `
@@ -274,5 +275,27 @@ services:
 	// The example shipped in deploy/ must be valid.
 	if _, err := loadConfig("../../deploy/saru/saru.yaml"); err != nil {
 		t.Fatalf("example config: %v", err)
+	}
+}
+
+// TestConfigTiming: the timing each director advertises is the one its
+// lease rule runs with, defaults and "off" included.
+func TestConfigTiming(t *testing.T) {
+	for _, tc := range []struct {
+		extra string
+		want  member.Timing
+	}{
+		{"", member.Timing{FailureDetection: time.Second, Lease: 400 * time.Millisecond, Quorum: 1}},
+		{"failure_detection: 3s\nquorum: 2\n", member.Timing{FailureDetection: 3 * time.Second, Lease: 1200 * time.Millisecond, Quorum: 2}},
+		{"liveness_lease: off\n", member.Timing{FailureDetection: time.Second, Lease: -1, Quorum: 1}},
+		{"liveness_lease: 300ms\n", member.Timing{FailureDetection: time.Second, Lease: 300 * time.Millisecond, Quorum: 1}},
+	} {
+		cfg, err := parseConfig([]byte(goodConfig + tc.extra))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.extra, err)
+		}
+		if got := cfg.settings().Timing; got != tc.want {
+			t.Errorf("%q: timing %+v, want %+v", tc.extra, got, tc.want)
+		}
 	}
 }

@@ -43,7 +43,7 @@ func (o *oneNode) SetProgress(member.Progress) error { return nil }
 func (o *oneNode) Members() []member.Member {
 	return []member.Member{
 		{Name: "d1", Weight: 1, State: o.State(), FingerprintOK: true, Local: true},
-		{Name: "d2", Weight: 1, State: member.StateReady, FingerprintOK: true},
+		{Name: "d2", Weight: 1, State: member.StateReady, FingerprintOK: true, TimingMismatch: "member d2 has quorum=1, we have 2"},
 		{Name: "d3", Weight: 1, State: member.StateReady, Mismatch: "member d3 has buckets=32, we have 64"},
 	}
 }
@@ -85,6 +85,7 @@ func TestStatusEndpoint(t *testing.T) {
 	out, errs, code := runCLI(t, "map", "--status", addr)
 	if code != 0 || !strings.Contains(out, "d1        1       ready  32       32.00") ||
 		!strings.Contains(out, "excluded: member d3 has buckets=32, we have 64") ||
+		!strings.Contains(out, "DIFFERENT TIMING: member d2 has quorum=1, we have 2") ||
 		!strings.Contains(out, "owned_accepted  7") || !strings.Contains(out, "2 buckets, min 3, median 4, max 4") {
 		t.Fatalf("map (exit %d, %s):\n%s", code, errs, out)
 	}
@@ -98,7 +99,8 @@ func TestStatusEndpoint(t *testing.T) {
 		t.Fatalf("map with unreadable rules (exit %d, %s):\n%s", code, errs, out)
 	}
 	out, _, code = runCLI(t, "status", "--status", addr)
-	if code != 0 || !strings.Contains(out, "node d1  state ready") || !strings.Contains(out, "EXCLUDED") {
+	if code != 0 || !strings.Contains(out, "node d1  state ready") || !strings.Contains(out, "EXCLUDED") ||
+		!strings.Contains(out, "DIFFERENT TIMING: member d2 has quorum=1, we have 2") {
 		t.Fatalf("status (exit %d):\n%s", code, out)
 	}
 	out, errs, code = runCLI(t, "drain", "--status", addr, "--timeout", "3s")

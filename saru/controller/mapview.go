@@ -55,6 +55,8 @@ type DirectorView struct {
 	State    member.State `json:"state"`
 	Eligible bool         `json:"eligible"`
 	Mismatch string       `json:"mismatch,omitempty"`
+	// TimingMismatch names the timing settings that differ from ours.
+	TimingMismatch string `json:"timing_mismatch,omitempty"`
 	// Unfit says why the director failed its fitness checks.
 	Unfit     string  `json:"unfit,omitempty"`
 	Buckets   int     `json:"buckets"`
@@ -75,7 +77,7 @@ func Describe(m allocate.Map, view []member.Member, epoch uint64, sense string, 
 		Fingerprint: fmt.Sprintf("%016x", m.Fingerprint), Quorum: quorum, QuorumMet: HasQuorum(view, quorum)}
 	counts := m.Counts()
 	for _, mb := range view {
-		d := DirectorView{Name: mb.Name, Weight: mb.Weight, State: mb.State, Mismatch: mb.Mismatch, Unfit: mb.Unfit,
+		d := DirectorView{Name: mb.Name, Weight: mb.Weight, State: mb.State, Mismatch: mb.Mismatch, TimingMismatch: mb.TimingMismatch, Unfit: mb.Unfit,
 			Eligible: mb.State == member.StateReady && mb.FingerprintOK && mb.Unfit == "", Buckets: counts[mb.Name]}
 		if d.Eligible {
 			d.FairShare = m.FairShare(mb.Name)
@@ -129,6 +131,12 @@ func (v MapView) WriteText(w io.Writer) error {
 			note = "unfit: " + d.Unfit
 		case !d.Eligible:
 			note = "owns nothing until ready"
+		}
+		if d.TimingMismatch != "" {
+			if note != "" {
+				note += "; "
+			}
+			note += "DIFFERENT TIMING: " + d.TimingMismatch
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%.2f\t%s\n", d.Name, d.Weight, d.State, d.Buckets, d.FairShare, note)
 	}

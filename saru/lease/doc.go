@@ -67,7 +67,9 @@
 //     have given before has run out.
 //   - Quorum is a majority of the directors that run with the same
 //     settings. With quorum 1 every director grants itself: a partitioned
-//     fleet then accepts twice, as the operator chose.
+//     fleet then accepts twice, as the operator chose. Every director
+//     uses the same Params; nothing here can check that (saru's member
+//     package compares and reports them, see member.Timing).
 //
 // It must not do I/O: messages go in and out as values (and bytes, through
 // the codec in wire.go); the daemon sends them, keeps the clock and writes

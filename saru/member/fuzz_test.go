@@ -2,6 +2,7 @@ package member
 
 import (
 	"testing"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -11,6 +12,10 @@ import (
 func FuzzDecode(f *testing.F) {
 	good, _ := Encode("v1", 2, StateReady, 9, Progress{7, 8}, "eth0: no carrier", settings, memberlist.MetaMaxSize)
 	f.Add(good)
+	timed := settings
+	timed.Timing = Timing{FailureDetection: 2500 * time.Millisecond, Lease: -1, Quorum: 2}
+	withTiming, _ := Encode("v1", 1, StateJoining, 1, Progress{}, "", timed, memberlist.MetaMaxSize)
+	f.Add(withTiming)
 	f.Add([]byte(`{"st":"ready","fp":"zz"}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, buf []byte) {

@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/hashicorp/memberlist"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 var settings = Settings{Allocator: 2, Buckets: 4096, Seed: 7, Sense: "addrport",
@@ -201,4 +203,98 @@ func TestEncryptedClusterMismatchAndRotation(t *testing.T) {
 		}
 		return false
 	})
+}
+
+func TestTimingRoundTripAndDiff(t *testing.T) {
+	ours := Timing{FailureDetection: 2 * time.Second, Lease: 1200 * time.Millisecond, Quorum: 2}
+	for _, tc := range []struct {
+		name   string
+		theirs Timing
+		want   string
+	}{
+		{"same", ours, ""},
+		{"an older saru advertises none", Timing{}, ""},
+		{"quorum", Timing{FailureDetection: 2 * time.Second, Lease: 1200 * time.Millisecond, Quorum: 1}, "quorum=1, we have 2"},
+		{"lease off", Timing{FailureDetection: 2 * time.Second, Lease: -1, Quorum: 2}, "liveness_lease=off, we have 1.2s"},
+		{"all three", Timing{FailureDetection: 3 * time.Second, Lease: 1800 * time.Millisecond, Quorum: 3},
+			"failure_detection=3s, we have 2s; liveness_lease=1.8s, we have 1.2s; quorum=3, we have 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := settings
+			s.Timing = tc.theirs
+			buf, err := Encode("v1", 1, StateReady, 0, Progress{}, "", s, memberlist.MetaMaxSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := Decode(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantT := tc.theirs
+			if wantT.Lease < 0 {
+				wantT.Lease = -time.Millisecond
+			}
+			if m.Settings.Timing != wantT {
+				t.Fatalf("round trip: %+v, want %+v", m.Settings.Timing, wantT)
+			}
+			if d := strings.Join(TimingDiff(ours, m.Settings.Timing), "; "); d != tc.want {
+				t.Fatalf("diff = %q, want %q", d, tc.want)
+			}
+			// Timing is not fingerprinted: a fleet whose directors run
+			// different releases stays one fleet.
+			if m.Fingerprint != settings.Fingerprint() || Diff(settings, m) != nil {
+				t.Fatalf("timing changed the fingerprint")
+			}
+		})
+	}
+	for _, bad := range []string{`{"st":"ready","fp":"0","vh":"0","ll":-2}`, `{"st":"ready","fp":"0","vh":"0","q":-1}`,
+		`{"st":"ready","fp":"0","vh":"0","fd":9223372036854775807}`} {
+		if _, err := Decode([]byte(bad)); err == nil || !strings.Contains(err.Error(), "timing") {
+			t.Errorf("%s: %v, want a timing error", bad, err)
+		}
+	}
+}
+
+// TestTimingMismatchReported: two directors whose quorums differ see each
+// other named, and neither is excluded for it.
+func TestTimingMismatchReported(t *testing.T) {
+	s1, s2 := settings, settings
+	s1.Timing = Timing{FailureDetection: 2 * time.Second, Lease: 1200 * time.Millisecond, Quorum: 2}
+	s2.Timing = s1.Timing
+	s2.Timing.Quorum = 1
+	core, logs := observer.New(zap.ErrorLevel)
+	a, err := New(Config{Name: "d1", BindAddr: "127.0.0.1", Weight: 1, Settings: s1, Version: "t", Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	b, err := New(Config{Name: "d2", BindAddr: "127.0.0.1", Weight: 1, Settings: s2, Version: "t", Seeds: []string{a.LocalAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown()
+	a.Start(t.Context())
+	b.Start(t.Context())
+	for _, tc := range []struct {
+		n    *Node
+		peer string
+		want string
+	}{{a, "d2", "member d2 has quorum=1, we have 2"}, {b, "d1", "member d1 has quorum=2, we have 1"}} {
+		wait(t, "join", func() bool { return len(tc.n.Members()) == 2 })
+		for _, m := range tc.n.Members() {
+			if m.Name != tc.peer {
+				continue
+			}
+			if !m.FingerprintOK || m.TimingMismatch != tc.want {
+				t.Errorf("%s sees %s as %+v; want it included, naming %q", tc.n.cfg.Name, tc.peer, m, tc.want)
+			}
+		}
+	}
+	logged := func() int {
+		return logs.FilterMessageSnippet("timing settings differ").FilterField(zap.String("mismatch", "member d2 has quorum=1, we have 2")).Len()
+	}
+	wait(t, "d1 logs the difference", func() bool { return logged() > 0 })
+	if n := logged(); n != 1 {
+		t.Errorf("d1 logged the difference %d times, want once: %v", n, logs.All())
+	}
 }

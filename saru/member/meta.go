@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -42,6 +43,49 @@ type Settings struct {
 	// declared). Directors whose services differ would apply different
 	// weight tables to the same flows.
 	Services uint64
+	// Timing is compared, not fingerprinted (see TimingDiff).
+	Timing Timing
+}
+
+// Timing are the settings the exclusivity rule (package saru/lease)
+// assumes every director shares: a grantor holds a grant for its own
+// lease, a holder relies on the grant for its own, and a holder with a
+// smaller quorum than the others counts fewer grants than they do. Zero
+// fields are unknown (a saru that predates them).
+//
+// A difference is reported, not answered by excluding the director from
+// the allocation: the allocation does not decide who may accept a bucket,
+// the grants do, and a director excluded from the others' maps still asks
+// for grants and gives them. Nor does a difference change the fingerprint,
+// which would split a fleet whose directors run different saru releases.
+// Only the operator can make the settings agree.
+type Timing struct {
+	FailureDetection time.Duration
+	// Lease is the liveness lease; negative when it is off.
+	Lease  time.Duration
+	Quorum int
+}
+
+// TimingDiff names every timing setting in which theirs differs from ours,
+// e.g. "quorum=1, we have 2"; none when they agree or theirs are unknown.
+func TimingDiff(ours, theirs Timing) []string {
+	var d []string
+	if theirs.FailureDetection != 0 && theirs.FailureDetection != ours.FailureDetection {
+		d = append(d, fmt.Sprintf("failure_detection=%v, we have %v", theirs.FailureDetection, ours.FailureDetection))
+	}
+	lease := func(l time.Duration) string {
+		if l < 0 {
+			return "off"
+		}
+		return l.String()
+	}
+	if theirs.Lease != 0 && theirs.Lease != ours.Lease {
+		d = append(d, fmt.Sprintf("liveness_lease=%s, we have %s", lease(theirs.Lease), lease(ours.Lease)))
+	}
+	if theirs.Quorum != 0 && theirs.Quorum != ours.Quorum {
+		d = append(d, fmt.Sprintf("quorum=%d, we have %d", theirs.Quorum, ours.Quorum))
+	}
+	return d
 }
 
 func (s Settings) vipList() []string {
@@ -127,22 +171,30 @@ type Progress struct {
 // wire is the JSON form of Meta. Short keys because memberlist caps the
 // metadata at 512 bytes and the VIP list should fit as often as possible.
 type wire struct {
-	V    string   `json:"v"`
-	W    uint32   `json:"w"`
-	St   State    `json:"st"`
-	FP   string   `json:"fp"`
-	Al   uint32   `json:"al,omitempty"`
-	B    uint32   `json:"b"`
-	Sd   uint32   `json:"sd"`
-	Sn   string   `json:"sn"`
-	VH   string   `json:"vh"`
-	Ap   string   `json:"ap,omitempty"`
-	Se   string   `json:"se,omitempty"`
-	Rn   string   `json:"rn,omitempty"`
-	Sv   string   `json:"sv,omitempty"`
-	Uf   string   `json:"uf,omitempty"`
+	V  string `json:"v"`
+	W  uint32 `json:"w"`
+	St State  `json:"st"`
+	FP string `json:"fp"`
+	Al uint32 `json:"al,omitempty"`
+	B  uint32 `json:"b"`
+	Sd uint32 `json:"sd"`
+	Sn string `json:"sn"`
+	VH string `json:"vh"`
+	Ap string `json:"ap,omitempty"`
+	Se string `json:"se,omitempty"`
+	Rn string `json:"rn,omitempty"`
+	Sv string `json:"sv,omitempty"`
+	Uf string `json:"uf,omitempty"`
+	// Timing in milliseconds (lease -1: off).
+	FD   int64    `json:"fd,omitempty"`
+	LL   int64    `json:"ll,omitempty"`
+	Q    int      `json:"q,omitempty"`
 	VIPs []string `json:"vips,omitempty"`
 }
+
+// maxTimingMs bounds the timing settings in metadata: a day, far beyond
+// any that saru accepts, and far from overflowing a time.Duration.
+const maxTimingMs = 24 * 3600 * 1000
 
 // MaxUnfitReason bounds the unfit reason in the metadata (memberlist
 // caps the whole at 512 bytes).
@@ -160,6 +212,10 @@ func Encode(version string, weight uint32, st State, run uint64, pr Progress, un
 		FP: fmt.Sprintf("%016x", s.Fingerprint()),
 		Al: s.Allocator, B: s.Buckets, Sd: s.Seed, Sn: strings.ToLower(s.Sense),
 		VH: fmt.Sprintf("%016x", vipHash(vips)), VIPs: vips,
+		FD: s.Timing.FailureDetection.Milliseconds(), LL: s.Timing.Lease.Milliseconds(), Q: s.Timing.Quorum,
+	}
+	if s.Timing.Lease < 0 {
+		w.LL = -1
 	}
 	if s.Services != 0 {
 		w.Sv = fmt.Sprintf("%016x", s.Services)
@@ -204,7 +260,11 @@ func Decode(buf []byte) (Meta, error) {
 		return Meta{}, fmt.Errorf("member: decode metadata: unknown state %q", w.St)
 	}
 	m := Meta{Version: w.V, Weight: w.W, State: w.St, Unfit: w.Uf,
-		Settings: Settings{Allocator: w.Al, Buckets: w.B, Seed: w.Sd, Sense: w.Sn}}
+		Settings: Settings{Allocator: w.Al, Buckets: w.B, Seed: w.Sd, Sense: w.Sn,
+			Timing: Timing{FailureDetection: time.Duration(w.FD) * time.Millisecond, Lease: time.Duration(w.LL) * time.Millisecond, Quorum: w.Q}}}
+	if w.FD < 0 || w.LL < -1 || w.Q < 0 || w.FD > maxTimingMs || w.LL > maxTimingMs {
+		return Meta{}, fmt.Errorf("member: decode metadata: timing fd=%d ll=%d q=%d out of range", w.FD, w.LL, w.Q)
+	}
 	if _, err := fmt.Sscanf(w.FP, "%x", &m.Fingerprint); err != nil {
 		return Meta{}, fmt.Errorf("member: decode metadata: fingerprint %q: %w", w.FP, err)
 	}

@@ -35,6 +35,9 @@ type Member struct {
 	FingerprintOK bool `json:"fingerprint_ok"`
 	// Mismatch says which settings differ when FingerprintOK is false.
 	Mismatch string `json:"mismatch,omitempty"`
+	// TimingMismatch says which timing settings differ from ours (see
+	// Timing); the member is not excluded for it.
+	TimingMismatch string `json:"timing_mismatch,omitempty"`
 	// Local is true for this node.
 	Local bool `json:"local,omitempty"`
 	// Run identifies the member's saru process (see Meta.Run).
@@ -144,6 +147,8 @@ type Node struct {
 	run      uint64
 	state    State
 	warned   map[string]uint64 // member -> fingerprint already reported
+	// warnedTiming: member -> timing already reported
+	warnedTiming map[string]Timing
 	// view is our own copy of the other members, kept by the event
 	// delegate: memberlist.Members returns pointers into records its
 	// packet handlers rewrite without a lock we could take.
@@ -173,7 +178,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg: cfg, log: cfg.Logger.With(zap.String("component", "member")),
 		changes: make(chan struct{}, 1),
-		state:   StateJoining, warned: map[string]uint64{}, view: map[string]seen{}, run: rand.Uint64(),
+		state:   StateJoining, warned: map[string]uint64{}, warnedTiming: map[string]Timing{}, view: map[string]seen{}, run: rand.Uint64(),
 		stop: make(chan struct{}), done: make(chan struct{}), progressKick: make(chan struct{}, 1),
 	}
 	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, ^uint64(0), Progress{^uint64(0), ^uint64(0)}, strings.Repeat("x", MaxUnfitReason), cfg.Settings, memberlist.MetaMaxSize); err != nil {
@@ -418,6 +423,9 @@ func (n *Node) Members() []Member {
 			} else {
 				m.Mismatch = fmt.Sprintf("member %s has %s", name, strings.Join(d, "; "))
 			}
+			if d := TimingDiff(n.cfg.Settings.Timing, meta.Settings.Timing); len(d) > 0 {
+				m.TimingMismatch = fmt.Sprintf("member %s has %s", name, strings.Join(d, "; "))
+			}
 		}
 		out = append(out, m)
 	}
@@ -659,11 +667,23 @@ func (e *events) check(nd *memberlist.Node) {
 	} else {
 		n.warned[nd.Name] = meta.Fingerprint
 	}
+	td := TimingDiff(n.cfg.Settings.Timing, meta.Settings.Timing)
+	seenT, okT := n.warnedTiming[nd.Name]
+	if len(td) == 0 {
+		delete(n.warnedTiming, nd.Name)
+	} else {
+		n.warnedTiming[nd.Name] = meta.Settings.Timing
+	}
 	n.mu.Unlock()
 	if len(d) > 0 && (!ok || seen != meta.Fingerprint) {
 		n.log.Error("member settings differ; member excluded from allocation",
 			zap.String("member", nd.Name),
 			zap.String("mismatch", fmt.Sprintf("member %s has %s", nd.Name, strings.Join(d, "; "))))
+	}
+	if len(td) > 0 && (!okT || seenT != meta.Settings.Timing) {
+		n.log.Error("member timing settings differ: two directors may accept the same bucket; set failure_detection, liveness_lease and quorum alike on every director",
+			zap.String("member", nd.Name),
+			zap.String("mismatch", fmt.Sprintf("member %s has %s", nd.Name, strings.Join(td, "; "))))
 	}
 }
 
@@ -678,6 +698,7 @@ func (e *events) NotifyLeave(nd *memberlist.Node) {
 	n := (*Node)(e)
 	n.mu.Lock()
 	delete(n.warned, nd.Name)
+	delete(n.warnedTiming, nd.Name)
 	delete(n.view, nd.Name)
 	n.mu.Unlock()
 	n.log.Info("member left or failed", zap.String("member", nd.Name))
