@@ -25,19 +25,26 @@ func newFitness(cfg config, node *member.Node, reg prometheus.Registerer, log *z
 		Help: "Changes of this director's fitness, by the new state."}, []string{"fit"})
 	reg.MustRegister(fit, changes)
 	t := fitness.NewTracker(cfg.Fitness, fitness.NetlinkLinks{}, health.Probe)
+	var last *fitness.Verdict
 	t.OnChange = func(v fitness.Verdict) {
+		flipped := last == nil || last.Fit != v.Fit
+		last = &v
 		if v.Fit {
 			fit.Set(1)
 			changes.WithLabelValues("true").Inc()
 			log.Info("fitness: fit; this director may own buckets again")
-			node.SetUnfit("")
+			node.SetUnfit(member.Unfit{})
 			return
 		}
 		fit.Set(0)
-		changes.WithLabelValues("false").Inc()
-		log.Warn("fitness: unfit; this director hands its buckets to the others and keeps gossiping and syncing",
-			zap.String("reason", v.Reason))
-		node.SetUnfit(v.Reason)
+		if flipped {
+			changes.WithLabelValues("false").Inc()
+			log.Warn("fitness: unfit; this director hands its buckets to the others and keeps gossiping and syncing",
+				zap.String("reason", v.Reason), zap.Bool("link_down", v.LinkDown))
+		} else {
+			log.Info("fitness: still unfit; a tracked link changed", zap.String("reason", v.Reason), zap.Bool("link_down", v.LinkDown))
+		}
+		node.SetUnfit(member.Unfit{Reason: v.Reason, LinkDown: v.LinkDown})
 	}
 	return t
 }

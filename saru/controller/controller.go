@@ -21,8 +21,9 @@
 // until that word, so that no established flow is left without a director
 // meanwhile. A director whose word never comes (its view of the fleet stays
 // different) is overridden 2*HandoverHold after the deadline.
-// A bucket whose previous owner is gone (failed or left) is owned at once:
-// there is no giver. A director starts (and restarts) owning nothing, so
+// A bucket whose previous owner is gone (failed or left), or unfit with a
+// tracked link down (it receives none of the bucket's flows), is owned at
+// once: there is no giver to wait for. A director starts (and restarts) owning nothing, so
 // rules left in place by a previous run are withdrawn before it is ready.
 //
 // It must not talk to the network or the kernel itself: membership comes
@@ -297,9 +298,14 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 			c.log.Error("allocate", zap.Error(err))
 			return now.Add(retryApply)
 		}
+		// A director unfit for a link down is no giver to wait for: it
+		// receives none of its buckets' flows, so keeping their
+		// established flows with it for HandoverHold would only stall
+		// them. Its buckets move as from a failed director (new flows
+		// still only once granted).
 		alive := make(map[string]bool, len(view))
 		for _, v := range view {
-			alive[v.Name] = true
+			alive[v.Name] = !v.LinkDown
 		}
 		c.mu.Lock()
 		old := c.cur

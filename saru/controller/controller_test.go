@@ -603,3 +603,83 @@ func TestPlanGranted(t *testing.T) {
 		})
 	}
 }
+
+// TestUnfitGiver: the buckets of a director that turns unfit move by
+// planned handover (HandoverIn for HandoverHold, its established flows
+// staying with it) unless a tracked link of it is down: then it receives
+// none of their flows, and they are owned at once as from a failed one.
+func TestUnfitGiver(t *testing.T) {
+	const hold = 5 * time.Second
+	for _, tc := range []struct {
+		name     string
+		linkDown bool
+		wantIn   bool
+	}{
+		{"ping node silent", false, true},
+		{"link down", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d1, d2 := mb("d1", 1, member.StateReady, true), mb("d2", 1, member.StateReady, true)
+			d1.Local = true
+			fm := &fakeMembership{name: "d1", changes: make(chan struct{}, 1), members: []member.Member{d1, d2}}
+			fa := &fakeApplier{}
+			c, err := New(Config{Membership: fm, Applier: fa, Readiness: GraceReadiness{}, Buckets: 128, Seed: 3,
+				HandoverHold: hold, ReadyPoll: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			waitFor := func(what string, ok func(filter.Ownership) bool) filter.Ownership {
+				t.Helper()
+				for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+					if a := c.Applied(); ok(a) {
+						return a
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("%s: applied %+v", what, c.Applied())
+					}
+				}
+			}
+			waitFor("d1 owns its half", func(o filter.Ownership) bool { return len(o.Owned) > 0 && len(o.Owned) < 128 })
+			fm.mu.Lock()
+			fm.members[1].Unfit, fm.members[1].LinkDown = "x", tc.linkDown
+			fm.mu.Unlock()
+			fm.changes <- struct{}{}
+			if tc.wantIn {
+				// A live giver is waited for: nothing moves until it
+				// gossips that it applied the new allocation.
+				time.Sleep(100 * time.Millisecond)
+				if o := c.Applied(); len(o.Owned) == 128 || len(o.HandoverIn) > 0 {
+					t.Fatalf("took d2's buckets before d2 let go: %+v", o)
+				}
+				view := fm.Members()
+				m, err := Compute(view, 128, 3, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fm.mu.Lock()
+				fm.members[1].Applied = progressKey(m, view)
+				fm.mu.Unlock()
+				fm.changes <- struct{}{}
+				o := waitFor("d2's buckets in HandoverIn", func(o filter.Ownership) bool { return len(o.HandoverIn) > 0 })
+				if len(o.Owned)+len(o.HandoverIn) != 128 {
+					t.Fatalf("applied %d owned %d in, want all 128", len(o.Owned), len(o.HandoverIn))
+				}
+			} else {
+				waitFor("every bucket owned", func(o filter.Ownership) bool { return len(o.Owned) == 128 })
+				for _, o := range fa.history() {
+					if len(o.HandoverIn) > 0 {
+						t.Fatalf("took buckets of a director whose link is down through HandoverIn: %+v", o)
+					}
+				}
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

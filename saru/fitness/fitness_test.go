@@ -147,14 +147,18 @@ func TestTracker(t *testing.T) {
 	next(true, time.Second)
 	start := time.Now()
 	links.set("eth0", "no carrier")
-	if v := next(false, time.Second); !strings.Contains(v.Reason, "interface eth0: no carrier") {
-		t.Fatalf("reason %q", v.Reason)
+	if v := next(false, time.Second); !strings.Contains(v.Reason, "interface eth0: no carrier") || !v.LinkDown {
+		t.Fatalf("reason %q, link down %v", v.Reason, v.LinkDown)
 	}
 	if d := time.Since(start); d > 200*time.Millisecond {
 		t.Errorf("a dead link noticed after %v", d)
 	}
 	start = time.Now()
 	links.set("eth0", "")
+	// The link back is news while the hold still keeps it unfit.
+	if v := next(false, time.Second); v.LinkDown {
+		t.Fatalf("link back: %+v", v)
+	}
 	next(true, 2*time.Second)
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Errorf("fit again after %v, before the hold of 300ms", d)
@@ -170,7 +174,18 @@ func TestTracker(t *testing.T) {
 	mu.Lock()
 	silent[b] = true
 	mu.Unlock()
-	if v := next(false, 2*time.Second); !strings.Contains(v.Reason, "0 of 2 ping nodes answer") {
-		t.Fatalf("reason %q", v.Reason)
+	if v := next(false, 2*time.Second); !strings.Contains(v.Reason, "0 of 2 ping nodes answer") || v.LinkDown {
+		t.Fatalf("reason %q, link down %v", v.Reason, v.LinkDown)
+	}
+	// A link that goes down while already unfit is news: the others
+	// need not wait for this director's handover any more.
+	links.set("eth0", "no carrier")
+	select {
+	case v := <-changes:
+		if v.Fit || !v.LinkDown {
+			t.Fatalf("verdict %+v, want unfit with the link down", v)
+		}
+	case <-time.After(time.Second):
+		t.Fatalf("no change for a link down while unfit; status %+v", tr.Status())
 	}
 }

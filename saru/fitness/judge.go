@@ -27,6 +27,10 @@ type Verdict struct {
 	// wait once they pass.
 	Reason string    `json:"reason,omitempty"`
 	Since  time.Time `json:"since"`
+	// LinkDown: unfit and a tracked interface is down now, so this
+	// director can neither receive its flows nor forward them (set by
+	// the Tracker; the Judge knows only failures).
+	LinkDown bool `json:"link_down,omitempty"`
 }
 
 // Observe takes the failed checks of one round (none: all passed) and

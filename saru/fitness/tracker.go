@@ -110,11 +110,13 @@ func (t *Tracker) Run(ctx context.Context) {
 func (t *Tracker) round() {
 	var checks []CheckState
 	var failures []string
+	linkDown := false
 	for _, name := range t.cfg.Interfaces {
 		up, why := t.links.Up(name)
 		checks = append(checks, CheckState{Name: "interface " + name, OK: up, Why: why})
 		if !up {
 			failures = append(failures, fmt.Sprintf("interface %s: %s", name, why))
+			linkDown = true
 		}
 	}
 	own := map[string]health.Status{}
@@ -149,6 +151,11 @@ func (t *Tracker) round() {
 	}
 	t.mu.Lock()
 	v, changed := t.judge.Observe(t.now(), failures)
+	v.LinkDown = linkDown && !v.Fit
+	// A link that goes down while already unfit (for a ping node, say)
+	// is news too: the others take buckets from a director that cannot
+	// receive without waiting for its handover.
+	changed = changed || v.LinkDown != t.status.Verdict.LinkDown
 	t.status = Status{Verdict: v, Checks: checks}
 	t.mu.Unlock()
 	if changed && t.OnChange != nil {

@@ -10,11 +10,11 @@ import (
 // FuzzDecode: metadata arrives from the network; Decode must never panic,
 // and whatever it accepts must survive a round trip through Encode.
 func FuzzDecode(f *testing.F) {
-	good, _ := Encode("v1", 2, StateReady, 9, Progress{7, 8}, "eth0: no carrier", settings, memberlist.MetaMaxSize)
+	good, _ := Encode("v1", 2, StateReady, 9, Progress{7, 8}, Unfit{Reason: "eth0: no carrier", LinkDown: true}, settings, memberlist.MetaMaxSize)
 	f.Add(good)
 	timed := settings
 	timed.Timing = Timing{FailureDetection: 2500 * time.Millisecond, Lease: -1, Quorum: 2}
-	withTiming, _ := Encode("v1", 1, StateJoining, 1, Progress{}, "", timed, memberlist.MetaMaxSize)
+	withTiming, _ := Encode("v1", 1, StateJoining, 1, Progress{}, Unfit{}, timed, memberlist.MetaMaxSize)
 	f.Add(withTiming)
 	f.Add([]byte(`{"st":"ready","fp":"zz"}`))
 	f.Add([]byte(`{}`))

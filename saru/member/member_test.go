@@ -19,7 +19,7 @@ var settings = Settings{Allocator: 2, Buckets: 4096, Seed: 7, Sense: "addrport",
 	VIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}}
 
 func TestMetaRoundTripAndDiff(t *testing.T) {
-	buf, err := Encode("v1", 3, StateReady, 40, Progress{42, 41}, "", settings, memberlist.MetaMaxSize)
+	buf, err := Encode("v1", 3, StateReady, 40, Progress{42, 41}, Unfit{}, settings, memberlist.MetaMaxSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 
 	other := settings
 	other.Buckets = 2048
-	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, "", other, memberlist.MetaMaxSize)
+	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, Unfit{}, other, memberlist.MetaMaxSize)
 	m, _ = Decode(buf)
 	if d := strings.Join(Diff(settings, m), "; "); d != "buckets=2048, we have 4096" {
 		t.Fatalf("diff = %q", d)
@@ -58,7 +58,7 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 	} {
 		other := settings
 		other.Allocator = tc.alloc
-		buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, "", other, memberlist.MetaMaxSize)
+		buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, Unfit{}, other, memberlist.MetaMaxSize)
 		m, _ = Decode(buf)
 		if d := strings.Join(Diff(settings, m), "; "); d != tc.want {
 			t.Fatalf("allocator %d: diff = %q", tc.alloc, d)
@@ -72,7 +72,7 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 	for i := range 100 {
 		many.VIPs = append(many.VIPs, netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
 	}
-	buf, err = Encode("v1", 1, StateReady, 0, Progress{}, "", many, memberlist.MetaMaxSize)
+	buf, err = Encode("v1", 1, StateReady, 0, Progress{}, Unfit{}, many, memberlist.MetaMaxSize)
 	if err != nil || len(buf) > memberlist.MetaMaxSize {
 		t.Fatalf("encode many VIPs: %d bytes, %v", len(buf), err)
 	}
@@ -83,12 +83,22 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 
 	// An unfit director says why, bounded to fit the metadata.
 	long := strings.Repeat("é", MaxUnfitReason)
-	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, long, settings, memberlist.MetaMaxSize)
-	if m, err = Decode(buf); err != nil || m.Unfit == "" || len(m.Unfit) > MaxUnfitReason || !utf8.ValidString(m.Unfit) {
-		t.Fatalf("unfit reason round trip: %q, %v", m.Unfit, err)
+	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, Unfit{Reason: long}, settings, memberlist.MetaMaxSize)
+	if m, err = Decode(buf); err != nil || m.Unfit.Reason == "" || len(m.Unfit.Reason) > MaxUnfitReason || !utf8.ValidString(m.Unfit.Reason) {
+		t.Fatalf("unfit reason round trip: %q, %v", m.Unfit.Reason, err)
 	}
 	if d := Diff(settings, m); d != nil {
 		t.Fatalf("fitness is not a setting: %v", d)
+	}
+	for _, u := range []Unfit{{Reason: "interface eth0: no carrier", LinkDown: true}, {Reason: "0 of 1 ping nodes answer"}, {}} {
+		buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, u, settings, memberlist.MetaMaxSize)
+		if m, err = Decode(buf); err != nil || m.Unfit != u {
+			t.Fatalf("unfit %+v round trip: %+v, %v", u, m.Unfit, err)
+		}
+	}
+	// A link down without a reason is no unfitness at all.
+	if m, err = Decode([]byte(`{"st":"ready","fp":"0","vh":"0","ld":true}`)); err != nil || m.Unfit != (Unfit{}) {
+		t.Fatalf("link down while fit: %+v, %v", m.Unfit, err)
 	}
 
 	// Declared services are a fleet setting; none declared keeps the
@@ -98,7 +108,7 @@ func TestMetaRoundTripAndDiff(t *testing.T) {
 	if withSvc.Fingerprint() == settings.Fingerprint() {
 		t.Fatal("services do not change the fingerprint")
 	}
-	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, "", withSvc, memberlist.MetaMaxSize)
+	buf, _ = Encode("v1", 1, StateReady, 0, Progress{}, Unfit{}, withSvc, memberlist.MetaMaxSize)
 	m, _ = Decode(buf)
 	if m.Settings.Services != 0x1234 || m.Fingerprint != withSvc.Fingerprint() {
 		t.Fatalf("services round trip: %+v", m)
@@ -222,7 +232,7 @@ func TestTimingRoundTripAndDiff(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := settings
 			s.Timing = tc.theirs
-			buf, err := Encode("v1", 1, StateReady, 0, Progress{}, "", s, memberlist.MetaMaxSize)
+			buf, err := Encode("v1", 1, StateReady, 0, Progress{}, Unfit{}, s, memberlist.MetaMaxSize)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -146,9 +146,9 @@ type Meta struct {
 	// at start. An allocation that comes back (a director leaves and
 	// returns) is then told apart from its earlier self.
 	Run uint64
-	// Unfit, when not empty, says why the director failed its fitness
-	// checks: it owns no bucket while so.
-	Unfit string
+	// Unfit says why the director failed its fitness checks (zero while
+	// fit): it owns no bucket while so.
+	Unfit Unfit
 	Progress
 }
 
@@ -185,6 +185,7 @@ type wire struct {
 	Rn string `json:"rn,omitempty"`
 	Sv string `json:"sv,omitempty"`
 	Uf string `json:"uf,omitempty"`
+	LD bool   `json:"ld,omitempty"`
 	// Timing in milliseconds (lease -1: off).
 	FD   int64    `json:"fd,omitempty"`
 	LL   int64    `json:"ll,omitempty"`
@@ -196,15 +197,26 @@ type wire struct {
 // any that saru accepts, and far from overflowing a time.Duration.
 const maxTimingMs = 24 * 3600 * 1000
 
+// Unfit is why a director failed its fitness checks; the zero value is
+// fit.
+type Unfit struct {
+	Reason string
+	// LinkDown: a tracked interface is down, so the director can neither
+	// receive the flows of its buckets nor forward them. The others then
+	// take its buckets as from a failed director, without waiting for it
+	// to hand their established flows over.
+	LinkDown bool
+}
+
 // MaxUnfitReason bounds the unfit reason in the metadata (memberlist
 // caps the whole at 512 bytes).
 const MaxUnfitReason = 120
 
 // Encode returns the metadata of the saru run run of a director with
-// settings s, handover progress pr and unfit reason unfit ("" when fit),
+// settings s, handover progress pr and fitness unfit (zero when fit),
 // at most limit bytes. The VIP list is left out when it does not fit; its
 // hash stays.
-func Encode(version string, weight uint32, st State, run uint64, pr Progress, unfit string, s Settings, limit int) ([]byte, error) {
+func Encode(version string, weight uint32, st State, run uint64, pr Progress, unfit Unfit, s Settings, limit int) ([]byte, error) {
 	vips := s.vipList()
 	w := wire{
 		V: version, W: weight, St: st, Rn: fmt.Sprintf("%016x", run),
@@ -220,8 +232,9 @@ func Encode(version string, weight uint32, st State, run uint64, pr Progress, un
 	if s.Services != 0 {
 		w.Sv = fmt.Sprintf("%016x", s.Services)
 	}
-	if unfit != "" {
-		w.Uf = truncate(unfit, MaxUnfitReason)
+	if unfit.Reason != "" {
+		w.Uf = truncate(unfit.Reason, MaxUnfitReason)
+		w.LD = unfit.LinkDown
 	}
 	buf, err := json.Marshal(w)
 	if err != nil {
@@ -259,7 +272,7 @@ func Decode(buf []byte) (Meta, error) {
 	if !w.St.valid() {
 		return Meta{}, fmt.Errorf("member: decode metadata: unknown state %q", w.St)
 	}
-	m := Meta{Version: w.V, Weight: w.W, State: w.St, Unfit: w.Uf,
+	m := Meta{Version: w.V, Weight: w.W, State: w.St, Unfit: Unfit{Reason: w.Uf, LinkDown: w.LD && w.Uf != ""},
 		Settings: Settings{Allocator: w.Al, Buckets: w.B, Seed: w.Sd, Sense: w.Sn,
 			Timing: Timing{FailureDetection: time.Duration(w.FD) * time.Millisecond, Lease: time.Duration(w.LL) * time.Millisecond, Quorum: w.Q}}}
 	if w.FD < 0 || w.LL < -1 || w.Q < 0 || w.FD > maxTimingMs || w.LL > maxTimingMs {

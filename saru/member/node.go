@@ -45,6 +45,9 @@ type Member struct {
 	// Unfit says why the member failed its fitness checks; empty when fit.
 	// An unfit member owns no bucket.
 	Unfit string `json:"unfit,omitempty"`
+	// LinkDown: the member is unfit because a tracked interface is down
+	// (see Unfit.LinkDown).
+	LinkDown bool `json:"link_down,omitempty"`
 	Progress
 }
 
@@ -143,7 +146,7 @@ type Node struct {
 	addr     string
 	mu       sync.Mutex
 	progress Progress
-	unfit    string // why this director is unfit; "" when fit
+	unfit    Unfit // why this director is unfit; zero when fit
 	run      uint64
 	state    State
 	warned   map[string]uint64 // member -> fingerprint already reported
@@ -181,7 +184,7 @@ func New(cfg Config) (*Node, error) {
 		state:   StateJoining, warned: map[string]uint64{}, warnedTiming: map[string]Timing{}, view: map[string]seen{}, run: rand.Uint64(),
 		stop: make(chan struct{}), done: make(chan struct{}), progressKick: make(chan struct{}, 1),
 	}
-	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, ^uint64(0), Progress{^uint64(0), ^uint64(0)}, strings.Repeat("x", MaxUnfitReason), cfg.Settings, memberlist.MetaMaxSize); err != nil {
+	if _, err := Encode(cfg.Version, cfg.Weight, StateDraining, ^uint64(0), Progress{^uint64(0), ^uint64(0)}, Unfit{Reason: strings.Repeat("x", MaxUnfitReason), LinkDown: true}, cfg.Settings, memberlist.MetaMaxSize); err != nil {
 		return nil, err
 	}
 	mc := memberlist.DefaultLANConfig()
@@ -328,18 +331,19 @@ func (n *Node) gossip(what string, fields ...zap.Field) {
 	n.notify()
 }
 
-// SetUnfit marks this director unfit for reason, or fit again with "",
+// SetUnfit marks this director unfit, or fit again with the zero Unfit,
 // and gossips it: the allocation leaves an unfit director out.
-func (n *Node) SetUnfit(reason string) {
-	if reason != "" {
-		reason = truncate(reason, MaxUnfitReason)
+func (n *Node) SetUnfit(u Unfit) {
+	u.Reason = truncate(u.Reason, MaxUnfitReason)
+	if u.Reason == "" {
+		u = Unfit{}
 	}
 	n.mu.Lock()
-	changed := n.unfit != reason
-	n.unfit = reason
+	changed := n.unfit != u
+	n.unfit = u
 	n.mu.Unlock()
 	if changed {
-		n.gossip("gossip fitness", zap.String("unfit", reason))
+		n.gossip("gossip fitness", zap.String("unfit", u.Reason), zap.Bool("link_down", u.LinkDown))
 	}
 }
 
@@ -407,7 +411,7 @@ func (n *Node) Members() []Member {
 	n.mu.Lock()
 	out := make([]Member, 0, len(n.view)+1)
 	out = append(out, Member{Name: n.cfg.Name, Addr: n.addr, Weight: n.cfg.Weight, State: n.state,
-		Version: n.cfg.Version, FingerprintOK: true, Local: true, Run: n.run, Progress: n.progress, Unfit: n.unfit})
+		Version: n.cfg.Version, FingerprintOK: true, Local: true, Run: n.run, Progress: n.progress, Unfit: n.unfit.Reason, LinkDown: n.unfit.LinkDown})
 	for name, sn := range n.view {
 		if name == n.cfg.Name {
 			continue
@@ -417,7 +421,8 @@ func (n *Node) Members() []Member {
 		if err != nil {
 			m.Mismatch = fmt.Sprintf("member %s has unreadable metadata: %v", name, err)
 		} else {
-			m.Weight, m.State, m.Version, m.Run, m.Progress, m.Unfit = meta.Weight, meta.State, meta.Version, meta.Run, meta.Progress, meta.Unfit
+			m.Weight, m.State, m.Version, m.Run, m.Progress = meta.Weight, meta.State, meta.Version, meta.Run, meta.Progress
+			m.Unfit, m.LinkDown = meta.Unfit.Reason, meta.Unfit.LinkDown
 			if d := Diff(n.cfg.Settings, meta); len(d) == 0 {
 				m.FingerprintOK = true
 			} else {
