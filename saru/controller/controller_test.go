@@ -348,16 +348,9 @@ func TestReadyAndDrain(t *testing.T) {
 		mb("d1", 1, member.StateJoining, true), mb("d2", 1, member.StateReady, true)}}
 	fa := &fakeApplier{}
 	reg := prometheus.NewRegistry()
-	c, err := New(Config{Membership: fm, Applier: fa, Readiness: GraceReadiness{After: 100 * time.Millisecond, Start: time.Now()},
+	c, ctx, stop := runController(t, Config{Membership: fm, Applier: fa, Readiness: GraceReadiness{After: 100 * time.Millisecond, Start: time.Now()},
 		Buckets: 128, Seed: 3, HandoverStep: 20 * time.Millisecond, HandoverHold: 100 * time.Millisecond,
 		ReadyPoll: 20 * time.Millisecond, Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
 
 	deadline := time.Now().Add(3 * time.Second)
 	for fm.State() != member.StateReady || len(c.Applied().Owned) == 0 {
@@ -397,10 +390,29 @@ func TestReadyAndDrain(t *testing.T) {
 	if err != nil || len(mfs) == 0 {
 		t.Fatalf("metrics: %v (%d families)", err, len(mfs))
 	}
-	cancel()
-	if err := <-done; err != nil {
+	stop()
+}
+
+// runController runs a controller of cfg until the returned stop, which
+// fails t if Run returned an error; ctx ends with it.
+func runController(t *testing.T, cfg Config) (*Controller, context.Context, func()) {
+	t.Helper()
+	c, err := New(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	stop := func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(cancel)
+	return c, ctx, stop
 }
 
 // TestAloneWaits: a director whose syncd is ready at once but that sees no
@@ -623,15 +635,8 @@ func TestUnfitGiver(t *testing.T) {
 			d1.Local = true
 			fm := &fakeMembership{name: "d1", changes: make(chan struct{}, 1), members: []member.Member{d1, d2}}
 			fa := &fakeApplier{}
-			c, err := New(Config{Membership: fm, Applier: fa, Readiness: GraceReadiness{}, Buckets: 128, Seed: 3,
+			c, _, stop := runController(t, Config{Membership: fm, Applier: fa, Readiness: GraceReadiness{}, Buckets: 128, Seed: 3,
 				HandoverHold: hold, ReadyPoll: 10 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx) }()
 			waitFor := func(what string, ok func(filter.Ownership) bool) filter.Ownership {
 				t.Helper()
 				for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
@@ -676,10 +681,7 @@ func TestUnfitGiver(t *testing.T) {
 					}
 				}
 			}
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			stop()
 		})
 	}
 }
