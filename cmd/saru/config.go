@@ -96,7 +96,7 @@ func (c config) settings() member.Settings {
 func (c config) timing() member.Timing {
 	t := member.Timing{FailureDetection: c.FailureDetection, Lease: c.LivenessLease, Quorum: c.Quorum}
 	if t.Lease == 0 {
-		t.Lease = -1 // off
+		t.Lease = member.LeaseOff
 	}
 	return t
 }

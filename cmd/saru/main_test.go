@@ -287,7 +287,7 @@ func TestConfigTiming(t *testing.T) {
 	}{
 		{"", member.Timing{FailureDetection: time.Second, Lease: 400 * time.Millisecond, Quorum: 1}},
 		{"failure_detection: 3s\nquorum: 2\n", member.Timing{FailureDetection: 3 * time.Second, Lease: 1200 * time.Millisecond, Quorum: 2}},
-		{"liveness_lease: off\n", member.Timing{FailureDetection: time.Second, Lease: -1, Quorum: 1}},
+		{"liveness_lease: off\n", member.Timing{FailureDetection: time.Second, Lease: member.LeaseOff, Quorum: 1}},
 		{"liveness_lease: 300ms\n", member.Timing{FailureDetection: time.Second, Lease: 300 * time.Millisecond, Quorum: 1}},
 	} {
 		cfg, err := parseConfig([]byte(goodConfig + tc.extra))

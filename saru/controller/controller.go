@@ -23,8 +23,9 @@
 // different) is overridden 2*HandoverHold after the deadline.
 // A bucket whose previous owner is gone (failed or left), or unfit with a
 // tracked link down (it receives none of the bucket's flows), is owned at
-// once: there is no giver to wait for. A director starts (and restarts) owning nothing, so
-// rules left in place by a previous run are withdrawn before it is ready.
+// once: there is no giver to wait for. A director starts (and restarts)
+// owning nothing, so rules left in place by a previous run are withdrawn
+// before it is ready.
 //
 // It must not talk to the network or the kernel itself: membership comes
 // through the Membership interface and rules go out through Applier, so the

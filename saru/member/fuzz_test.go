@@ -13,7 +13,7 @@ func FuzzDecode(f *testing.F) {
 	good, _ := Encode("v1", 2, StateReady, 9, Progress{7, 8}, Unfit{Reason: "eth0: no carrier", LinkDown: true}, settings, memberlist.MetaMaxSize)
 	f.Add(good)
 	timed := settings
-	timed.Timing = Timing{FailureDetection: 2500 * time.Millisecond, Lease: -1, Quorum: 2}
+	timed.Timing = Timing{FailureDetection: 2500 * time.Millisecond, Lease: LeaseOff, Quorum: 2}
 	withTiming, _ := Encode("v1", 1, StateJoining, 1, Progress{}, Unfit{}, timed, memberlist.MetaMaxSize)
 	f.Add(withTiming)
 	f.Add([]byte(`{"st":"ready","fp":"zz"}`))

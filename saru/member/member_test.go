@@ -225,7 +225,7 @@ func TestTimingRoundTripAndDiff(t *testing.T) {
 		{"same", ours, ""},
 		{"an older saru advertises none", Timing{}, ""},
 		{"quorum", Timing{FailureDetection: 2 * time.Second, Lease: 1200 * time.Millisecond, Quorum: 1}, "quorum=1, we have 2"},
-		{"lease off", Timing{FailureDetection: 2 * time.Second, Lease: -1, Quorum: 2}, "liveness_lease=off, we have 1.2s"},
+		{"lease off", Timing{FailureDetection: 2 * time.Second, Lease: LeaseOff, Quorum: 2}, "liveness_lease=off, we have 1.2s"},
 		{"all three", Timing{FailureDetection: 3 * time.Second, Lease: 1800 * time.Millisecond, Quorum: 3},
 			"failure_detection=3s, we have 2s; liveness_lease=1.8s, we have 1.2s; quorum=3, we have 2"},
 	} {
@@ -240,12 +240,8 @@ func TestTimingRoundTripAndDiff(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantT := tc.theirs
-			if wantT.Lease < 0 {
-				wantT.Lease = -time.Millisecond
-			}
-			if m.Settings.Timing != wantT {
-				t.Fatalf("round trip: %+v, want %+v", m.Settings.Timing, wantT)
+			if m.Settings.Timing != tc.theirs {
+				t.Fatalf("round trip: %+v, want %+v", m.Settings.Timing, tc.theirs)
 			}
 			if d := strings.Join(TimingDiff(ours, m.Settings.Timing), "; "); d != tc.want {
 				t.Fatalf("diff = %q, want %q", d, tc.want)
@@ -256,6 +252,14 @@ func TestTimingRoundTripAndDiff(t *testing.T) {
 				t.Fatalf("timing changed the fingerprint")
 			}
 		})
+	}
+	off := ours
+	off.Lease = LeaseOff
+	s := settings
+	s.Timing = off
+	buf, _ := Encode("v1", 1, StateReady, 0, Progress{}, Unfit{}, s, memberlist.MetaMaxSize)
+	if m, err := Decode(buf); err != nil || TimingDiff(off, m.Settings.Timing) != nil {
+		t.Fatalf("two directors with the lease off differ: %+v, %v", m.Settings.Timing, err)
 	}
 	for _, bad := range []string{`{"st":"ready","fp":"0","vh":"0","ll":-2}`, `{"st":"ready","fp":"0","vh":"0","q":-1}`,
 		`{"st":"ready","fp":"0","vh":"0","fd":9223372036854775807}`} {

@@ -61,10 +61,13 @@ type Settings struct {
 // Only the operator can make the settings agree.
 type Timing struct {
 	FailureDetection time.Duration
-	// Lease is the liveness lease; negative when it is off.
+	// Lease is the liveness lease; LeaseOff when it is off.
 	Lease  time.Duration
 	Quorum int
 }
+
+// LeaseOff is Timing.Lease of a director whose liveness lease is off.
+const LeaseOff time.Duration = -1
 
 // TimingDiff names every timing setting in which theirs differs from ours,
 // e.g. "quorum=1, we have 2"; none when they agree or theirs are unknown.
@@ -74,7 +77,7 @@ func TimingDiff(ours, theirs Timing) []string {
 		d = append(d, fmt.Sprintf("failure_detection=%v, we have %v", theirs.FailureDetection, ours.FailureDetection))
 	}
 	lease := func(l time.Duration) string {
-		if l < 0 {
+		if l == LeaseOff {
 			return "off"
 		}
 		return l.String()
@@ -227,7 +230,7 @@ func Encode(version string, weight uint32, st State, run uint64, pr Progress, un
 		FD: s.Timing.FailureDetection.Milliseconds(), LL: s.Timing.Lease.Milliseconds(), Q: s.Timing.Quorum,
 	}
 	if s.Timing.Lease < 0 {
-		w.LL = -1
+		w.LL = -1 // off
 	}
 	if s.Services != 0 {
 		w.Sv = fmt.Sprintf("%016x", s.Services)
@@ -277,6 +280,9 @@ func Decode(buf []byte) (Meta, error) {
 			Timing: Timing{FailureDetection: time.Duration(w.FD) * time.Millisecond, Lease: time.Duration(w.LL) * time.Millisecond, Quorum: w.Q}}}
 	if w.FD < 0 || w.LL < -1 || w.Q < 0 || w.FD > maxTimingMs || w.LL > maxTimingMs {
 		return Meta{}, fmt.Errorf("member: decode metadata: timing fd=%d ll=%d q=%d out of range", w.FD, w.LL, w.Q)
+	}
+	if w.LL == -1 {
+		m.Settings.Timing.Lease = LeaseOff
 	}
 	if _, err := fmt.Sscanf(w.FP, "%x", &m.Fingerprint); err != nil {
 		return Meta{}, fmt.Errorf("member: decode metadata: fingerprint %q: %w", w.FP, err)
