@@ -685,3 +685,66 @@ func TestUnfitGiver(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanKeepsEstablished: a bucket given up with no new owner in this
+// director's view (it sees itself in the minority, or no quorum) keeps its
+// established flows for hold unless draining, and a bucket taken back
+// before it was let go keeps them until granted again.
+func TestPlanKeepsEstablished(t *testing.T) {
+	const B = 64
+	step, hold, m3, _, alive, t0 := drainFixture(B)
+	granted := map[uint32]bool{}
+	mine := m3.BucketsOf("c")
+	for _, keep := range []bool{true, false} {
+		clear(granted)
+		for _, b := range mine {
+			granted[b] = true
+		}
+		p := newPlan(B)
+		p.granted = func(b uint32) bool { return granted[b] }
+		p.keepUnowned = keep
+		p.update(allocate.Map{}, m3, alive, "c", t0, step, hold)
+		if got := len(p.ownership().Owned); got != len(mine) {
+			t.Fatalf("owns %d, want %d", got, len(mine))
+		}
+		// No owner for anything in this director's view.
+		none, _ := Compute(nil, B, 1, 1)
+		p.update(m3, none, alive, "c", t0, step, hold)
+		o := p.ownership()
+		want := 0
+		if keep {
+			want = len(mine)
+		}
+		if len(o.HandoverOut) != want || len(o.Owned)+len(o.HandoverIn) != 0 || len(p.wanted()) != 0 {
+			t.Fatalf("keep=%v: %d out, %d owned, %d in, asks for %d; want %d out and nothing else",
+				keep, len(o.HandoverOut), len(o.Owned), len(o.HandoverIn), len(p.wanted()), want)
+		}
+		if !keep {
+			continue
+		}
+		// Its grants go once the rules no longer accept new flows.
+		clear(granted)
+		// Taken back before the hold ran out: established flows still
+		// kept, new ones only once granted.
+		t1 := t0.Add(hold / 2)
+		p.update(none, m3, alive, "c", t1, step, hold)
+		o = p.ownership()
+		if len(o.HandoverOut) != len(mine) || len(o.Owned) != 0 || len(p.wanted()) != len(mine) || p.settled() {
+			t.Fatalf("taken back: %d out, %d owned, asks for %d, settled %v; want %d out, asking for them, not settled",
+				len(o.HandoverOut), len(o.Owned), len(p.wanted()), p.settled(), len(mine))
+		}
+		granted[mine[0]] = true
+		p.advance(t1, hold)
+		o = p.ownership()
+		if len(o.Owned) != 1 || len(o.HandoverOut) != len(mine)-1 {
+			t.Fatalf("one granted back: %d owned, %d out; want 1 and %d", len(o.Owned), len(o.HandoverOut), len(mine)-1)
+		}
+		// Past the first deadline the rest are owned, and out of the
+		// rules until granted, as any owned bucket without its grant.
+		p.advance(t0.Add(hold), hold)
+		o = p.ownership()
+		if len(o.Owned) != 1 || len(o.HandoverOut) != 0 || len(p.wanted()) != len(mine) || !p.settled() {
+			t.Fatalf("past the deadline: %d owned, %d out, asks for %d, settled %v", len(o.Owned), len(o.HandoverOut), len(p.wanted()), p.settled())
+		}
+	}
+}
