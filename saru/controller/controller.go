@@ -23,15 +23,9 @@
 // different) is overridden 2*HandoverHold after the deadline.
 // A bucket whose previous owner is gone (failed or left), or unfit with a
 // tracked link down (it receives none of the bucket's flows), is owned at
-// once: there is no giver to wait for. A director that gives a bucket up
-// with no new owner in its own view (it sees itself in the minority, as
-// each director may for a moment while the fleet reloads its services, or
-// sees no quorum) keeps the bucket's established flows for HandoverHold all
-// the same, unless it is draining: the others may be taking the bucket
-// over, leaving those flows to it meanwhile. A bucket taken back before it
-// was let go keeps them until it is granted again. A director starts (and
-// restarts) owning nothing, so rules left in place by a previous run are
-// withdrawn before it is ready.
+// once: there is no giver to wait for. A director starts (and restarts)
+// owning nothing, so rules left in place by a previous run are withdrawn
+// before it is ready.
 //
 // It must not talk to the network or the kernel itself: membership comes
 // through the Membership interface and rules go out through Applier, so the
@@ -337,7 +331,6 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 		// previous ones, a release gossiped for the previous allocation
 		// would count for this one.
 		c.plan.watch(view, progressKey(m, view))
-		c.plan.keepUnowned = ms.State() != member.StateDraining
 		c.plan.update(old, m, alive, me, now, c.cfg.HandoverStep, c.cfg.HandoverHold)
 		c.m.members.Set(float64(len(view)))
 		c.m.eligible.Set(float64(len(Eligible(view))))

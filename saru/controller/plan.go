@@ -118,10 +118,6 @@ const (
 	stOut     // giving away: HandoverOut until the deadline and the taker's completion, then none
 	stPending // taking over: nothing until the deadline and the giver's release, then stIn
 	stIn      // taking over: HandoverIn until the deadline, then owned
-	// stBack: given away, then taken back before the deadline while its
-	// grant was released: HandoverOut until granted again (then owned) or
-	// until the deadline (then owned, out of the rules until granted).
-	stBack
 )
 
 // plan is this director's per-bucket handover state machine. When a bucket
@@ -158,15 +154,6 @@ type plan struct {
 	// waiting 2*hold beyond the deadline: a peer whose view of the fleet
 	// differs for that long must not keep a bucket half-moved for ever.
 	forced int
-	// keepUnowned makes a bucket this director gives up with no new owner
-	// in its view keep its established flows (HandoverOut) for hold. The
-	// view may be the odd one out: a director that sees itself in the
-	// minority (its settings changed first, as in a fleet-wide reload of
-	// the services) or without a quorum owns nothing, while the others
-	// take its buckets by planned handover and leave their established
-	// flows to it meanwhile. Off while draining: the last director's drain
-	// would only wait.
-	keepUnowned bool
 }
 
 func newPlan(buckets uint32) *plan {
@@ -198,7 +185,7 @@ func (p *plan) watch(view []member.Member, key uint64) {
 // settled reports whether no bucket is half-taken.
 func (p *plan) settled() bool {
 	for _, s := range p.st {
-		if s == stPending || s == stIn || s == stBack {
+		if s == stPending || s == stIn {
 			return false
 		}
 	}
@@ -212,16 +199,10 @@ func (p *plan) update(old, cur allocate.Map, alive map[string]bool, me string, n
 		bu := uint32(b)
 		mine := cur.OwnerOf(bu) == me
 		switch s := p.st[b]; {
-		case mine && (s == stOwned || s == stPending || s == stIn || s == stBack):
+		case mine && (s == stOwned || s == stPending || s == stIn):
 		case mine && s == stOut:
 			// Taken back before we let go: we still hold its connections.
-			// Its grant went when it left the accepting rules; until it
-			// is granted again, keep the established flows, not new ones.
-			if p.granted != nil && !p.granted(bu) {
-				p.st[b], p.peer[b] = stBack, ""
-			} else {
-				p.st[b] = stOwned
-			}
+			p.st[b] = stOwned
 		case mine:
 			prev := old.OwnerOf(bu)
 			switch {
@@ -235,21 +216,12 @@ func (p *plan) update(old, cur allocate.Map, alive map[string]bool, me string, n
 				p.st[b] = stOwned
 			}
 		case s == stOwned || s == stIn:
-			// With no new owner in our view, new flows are unserved
-			// either way; established ones are kept only with
-			// keepUnowned.
-			if to := cur.OwnerOf(bu); to != "" || p.keepUnowned {
+			// Only hand over to someone: with no new owner the bucket is
+			// unserved either way and holding it only delays a drain.
+			if to := cur.OwnerOf(bu); to != "" {
 				p.st[b], p.until[b], p.peer[b] = stOut, now.Add(hold), to
 			} else {
 				p.st[b] = stNone
-			}
-		case s == stBack:
-			// Given away again before it was granted back: the deadline
-			// of the first giving away stands.
-			if to := cur.OwnerOf(bu); to != "" || p.keepUnowned {
-				p.st[b], p.peer[b] = stOut, to
-			} else {
-				p.st[b], p.peer[b] = stNone, ""
 			}
 		case s == stOut:
 			if to := cur.OwnerOf(bu); to != "" {
@@ -268,7 +240,7 @@ func (p *plan) update(old, cur allocate.Map, alive map[string]bool, me string, n
 func (p *plan) advance(now time.Time, hold time.Duration) time.Time {
 	var next time.Time
 	for b, s := range p.st {
-		if s != stOut && s != stPending && s != stIn && s != stBack {
+		if s != stOut && s != stPending && s != stIn {
 			continue
 		}
 		waiting := false
@@ -304,11 +276,9 @@ func (p *plan) advance(now time.Time, hold time.Duration) time.Time {
 				default:
 					waiting = true
 				}
-			case stIn, stBack:
+			case stIn:
 				p.st[b] = stOwned
 			}
-		} else if s == stBack && p.granted(uint32(b)) {
-			p.st[b] = stOwned
 		}
 		due := p.until[b]
 		switch {
@@ -336,7 +306,7 @@ func (p *plan) ownership() filter.Ownership {
 		switch s {
 		case stOwned:
 			o.Owned = append(o.Owned, uint32(b))
-		case stOut, stBack:
+		case stOut:
 			o.HandoverOut = append(o.HandoverOut, uint32(b))
 		case stIn:
 			o.HandoverIn = append(o.HandoverIn, uint32(b))
@@ -350,7 +320,7 @@ func (p *plan) ownership() filter.Ownership {
 func (p *plan) wanted() []uint32 {
 	var out []uint32
 	for b, s := range p.st {
-		if s == stOwned || s == stIn || s == stPending || s == stBack {
+		if s == stOwned || s == stIn || s == stPending {
 			out = append(out, uint32(b))
 		}
 	}
