@@ -25,10 +25,12 @@ func newFitness(cfg config, node *member.Node, reg prometheus.Registerer, log *z
 		Help: "Changes of this director's fitness, by the new state."}, []string{"fit"})
 	reg.MustRegister(fit, changes)
 	t := fitness.NewTracker(cfg.Fitness, fitness.NetlinkLinks{}, health.Probe)
-	var last *fitness.Verdict
+	// OnChange also reports a link going down or up while unfit; only a
+	// change of fitness itself counts and warns.
+	known, wasFit := false, false
 	t.OnChange = func(v fitness.Verdict) {
-		flipped := last == nil || last.Fit != v.Fit
-		last = &v
+		flipped := !known || wasFit != v.Fit
+		known, wasFit = true, v.Fit
 		if v.Fit {
 			fit.Set(1)
 			changes.WithLabelValues("true").Inc()

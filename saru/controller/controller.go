@@ -299,15 +299,6 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 			c.log.Error("allocate", zap.Error(err))
 			return now.Add(retryApply)
 		}
-		// A director unfit for a link down is no giver to wait for: it
-		// receives none of its buckets' flows, so keeping their
-		// established flows with it for HandoverHold would only stall
-		// them. Its buckets move as from a failed director (new flows
-		// still only once granted).
-		alive := make(map[string]bool, len(view))
-		for _, v := range view {
-			alive[v.Name] = !v.LinkDown
-		}
 		c.mu.Lock()
 		old := c.cur
 		if old.Owner == nil || m.Fingerprint != old.Fingerprint {
@@ -331,7 +322,7 @@ func (c *Controller) step(ctx context.Context, changed time.Time, recompute bool
 		// previous ones, a release gossiped for the previous allocation
 		// would count for this one.
 		c.plan.watch(view, progressKey(m, view))
-		c.plan.update(old, m, alive, me, now, c.cfg.HandoverStep, c.cfg.HandoverHold)
+		c.plan.update(old, m, giversOf(view), me, now, c.cfg.HandoverStep, c.cfg.HandoverHold)
 		c.m.members.Set(float64(len(view)))
 		c.m.eligible.Set(float64(len(Eligible(view))))
 		c.m.owned.Set(float64(len(m.BucketsOf(me))))

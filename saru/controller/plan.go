@@ -192,9 +192,24 @@ func (p *plan) settled() bool {
 	return true
 }
 
-// update moves the plan from map old to map cur. alive holds the names of
-// all members memberlist still sees, whatever their state.
-func (p *plan) update(old, cur allocate.Map, alive map[string]bool, me string, now time.Time, step, hold time.Duration) {
+// giversOf returns the members of view that can hand a bucket over: every
+// member memberlist still sees, whatever its state, but one unfit with a
+// tracked link down. That one receives none of its buckets' flows, so
+// keeping their established flows with it for the hold would only stall
+// them: its buckets move as from a failed director (new flows still only
+// once granted).
+func giversOf(view []member.Member) map[string]bool {
+	givers := make(map[string]bool, len(view))
+	for _, v := range view {
+		givers[v.Name] = !v.LinkDown
+	}
+	return givers
+}
+
+// update moves the plan from map old to map cur. givers holds the members
+// that can hand a bucket over (giversOf); a bucket whose previous owner is
+// not among them is taken without waiting for it.
+func (p *plan) update(old, cur allocate.Map, givers map[string]bool, me string, now time.Time, step, hold time.Duration) {
 	for b := range p.st {
 		bu := uint32(b)
 		mine := cur.OwnerOf(bu) == me
@@ -206,7 +221,7 @@ func (p *plan) update(old, cur allocate.Map, alive map[string]bool, me string, n
 		case mine:
 			prev := old.OwnerOf(bu)
 			switch {
-			case prev != "" && prev != me && alive[prev]:
+			case prev != "" && prev != me && givers[prev]:
 				p.st[b], p.until[b], p.peer[b] = stPending, now.Add(step), prev
 			case p.granted != nil:
 				// No giver to wait for, but maybe one that is alive and

@@ -275,15 +275,15 @@ func Decode(buf []byte) (Meta, error) {
 	if !w.St.valid() {
 		return Meta{}, fmt.Errorf("member: decode metadata: unknown state %q", w.St)
 	}
-	m := Meta{Version: w.V, Weight: w.W, State: w.St, Unfit: Unfit{Reason: w.Uf, LinkDown: w.LD && w.Uf != ""},
-		Settings: Settings{Allocator: w.Al, Buckets: w.B, Seed: w.Sd, Sense: w.Sn,
-			Timing: Timing{FailureDetection: time.Duration(w.FD) * time.Millisecond, Lease: time.Duration(w.LL) * time.Millisecond, Quorum: w.Q}}}
 	if w.FD < 0 || w.LL < -1 || w.Q < 0 || w.FD > maxTimingMs || w.LL > maxTimingMs {
 		return Meta{}, fmt.Errorf("member: decode metadata: timing fd=%d ll=%d q=%d out of range", w.FD, w.LL, w.Q)
 	}
+	timing := Timing{FailureDetection: time.Duration(w.FD) * time.Millisecond, Lease: time.Duration(w.LL) * time.Millisecond, Quorum: w.Q}
 	if w.LL == -1 {
-		m.Settings.Timing.Lease = LeaseOff
+		timing.Lease = LeaseOff
 	}
+	m := Meta{Version: w.V, Weight: w.W, State: w.St, Unfit: Unfit{Reason: w.Uf, LinkDown: w.LD && w.Uf != ""},
+		Settings: Settings{Allocator: w.Al, Buckets: w.B, Seed: w.Sd, Sense: w.Sn, Timing: timing}}
 	if _, err := fmt.Sscanf(w.FP, "%x", &m.Fingerprint); err != nil {
 		return Meta{}, fmt.Errorf("member: decode metadata: fingerprint %q: %w", w.FP, err)
 	}

@@ -426,10 +426,10 @@ func (n *Node) Members() []Member {
 			if d := Diff(n.cfg.Settings, meta); len(d) == 0 {
 				m.FingerprintOK = true
 			} else {
-				m.Mismatch = fmt.Sprintf("member %s has %s", name, strings.Join(d, "; "))
+				m.Mismatch = differs(name, d)
 			}
 			if d := TimingDiff(n.cfg.Settings.Timing, meta.Settings.Timing); len(d) > 0 {
-				m.TimingMismatch = fmt.Sprintf("member %s has %s", name, strings.Join(d, "; "))
+				m.TimingMismatch = differs(name, d)
 			}
 		}
 		out = append(out, m)
@@ -450,6 +450,12 @@ func (n *Node) remember(nd *memberlist.Node) {
 	n.mu.Lock()
 	n.view[nd.Name] = sn
 	n.mu.Unlock()
+}
+
+// differs is the sentence naming the settings d in which member name
+// differs from us.
+func differs(name string, d []string) string {
+	return fmt.Sprintf("member %s has %s", name, strings.Join(d, "; "))
 }
 
 // Mismatches returns one sentence per director whose settings differ from
@@ -683,12 +689,12 @@ func (e *events) check(nd *memberlist.Node) {
 	if len(d) > 0 && (!ok || seen != meta.Fingerprint) {
 		n.log.Error("member settings differ; member excluded from allocation",
 			zap.String("member", nd.Name),
-			zap.String("mismatch", fmt.Sprintf("member %s has %s", nd.Name, strings.Join(d, "; "))))
+			zap.String("mismatch", differs(nd.Name, d)))
 	}
 	if len(td) > 0 && (!okT || seenT != meta.Settings.Timing) {
 		n.log.Error("member timing settings differ: two directors may accept the same bucket; set failure_detection, liveness_lease and quorum alike on every director",
 			zap.String("member", nd.Name),
-			zap.String("mismatch", fmt.Sprintf("member %s has %s", nd.Name, strings.Join(td, "; "))))
+			zap.String("mismatch", differs(nd.Name, td)))
 	}
 }
 
